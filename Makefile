@@ -1,0 +1,56 @@
+# The book's two entry points are `make book` and `make test`; both set up .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+JB     := $(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+.PHONY: help venv book book-all test unit notebooks lint format tolerances clean
+
+help:
+	@echo "make book        build the HTML book into _build/html"
+	@echo "make test        unit tests + nbval on every notebook, then a clean -W book build"
+	@echo "make unit        unit tests only (no notebooks)"
+	@echo "make notebooks   nbval on the notebooks only"
+	@echo "make lint        ruff on the library, tests and notebooks"
+	@echo "make format      ruff format + fixes"
+	@echo "make tolerances  print the measured max abs differences behind the test tolerances"
+	@echo "make clean       remove the build output"
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@touch $@
+
+venv: $(STAMP)
+
+book: $(STAMP)
+	$(JB)
+
+# Rebuild every page so that warnings from unchanged pages are not hidden by the cache.
+book-all: $(STAMP)
+	$(JB) --all
+
+test: $(STAMP)
+	$(PY) -m pytest
+	$(MAKE) book-all
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -p no:nbval -o addopts=-ra
+
+notebooks: $(STAMP)
+	$(PY) -m pytest book
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+tolerances: $(STAMP)
+	$(PY) scripts/measure_tolerances.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,72 @@
+"""Print the measured max abs differences that the tests' tolerances are set against.
+
+- attention: math path vs SDPA (outputs and gradients), fp32 and fp64, over the tests' shapes;
+- SimpleViT: vit_lib (SDPA and math paths) vs upstream vit-pytorch with the same weights.
+"""
+
+import warnings
+
+import torch
+from vit_pytorch.simple_flash_attn_vit import SimpleViT as UpstreamSimpleViT
+
+from vit_lib import Attend, SimpleViT
+
+SHAPES = [(1, 1, 1, 8), (2, 4, 7, 16), (1, 3, 50, 32), (2, 2, 197, 64), (1, 8, 65, 40)]
+CONFIGS = {
+    "square 32/4": dict(
+        image_size=32, patch_size=4, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128, dim_head=16
+    ),
+    "non-square 24x40/4x8": dict(
+        image_size=(24, 40),
+        patch_size=(4, 8),
+        num_classes=7,
+        dim=48,
+        depth=3,
+        heads=3,
+        mlp_dim=96,
+        channels=1,
+        dim_head=16,
+    ),
+}
+
+
+def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def attention_diffs(dtype: torch.dtype) -> tuple[float, float]:
+    worst_out = worst_grad = 0.0
+    for shape in SHAPES:
+        q, k, v = (torch.randn(shape, dtype=dtype, requires_grad=True) for _ in range(3))
+        out_math, out_sdpa = Attend(False)(q, k, v), Attend(True)(q, k, v)
+        g = torch.randn_like(out_math)
+        grads = zip(torch.autograd.grad(out_math, (q, k, v), g), torch.autograd.grad(out_sdpa, (q, k, v), g))
+        worst_out = max(worst_out, max_abs(out_math, out_sdpa))
+        worst_grad = max(worst_grad, *(max_abs(a, b) for a, b in grads))
+    return worst_out, worst_grad
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}")
+    for dtype in (torch.float32, torch.float64):
+        out, grad = attention_diffs(dtype)
+        print(f"attention math vs SDPA, {dtype}: outputs {out:.2e}, gradients {grad:.2e}")
+    warnings.filterwarnings("ignore", message=".*sdp_kernel.*", category=FutureWarning)
+    for name, config in CONFIGS.items():
+        upstream = UpstreamSimpleViT(**config).eval()
+        h, w = (config["image_size"],) * 2 if isinstance(config["image_size"], int) else config["image_size"]
+        img = torch.randn(4, config.get("channels", 3), h, w)
+        for use_flash in (True, False):
+            ours = SimpleViT(**config, use_flash=use_flash).eval()
+            ours.load_state_dict(upstream.state_dict())
+            with torch.no_grad():
+                d32 = max_abs(ours(img), upstream.float()(img))
+                d64 = max_abs(ours.double()(img.double()), upstream.double()(img.double()))
+            upstream.float()
+            path = "SDPA" if use_flash else "math"
+            print(f"SimpleViT {name}, vit_lib {path} path vs upstream logits: fp32 {d32:.2e}, fp64 {d64:.2e}")
+
+
+if __name__ == "__main__":
+    main()

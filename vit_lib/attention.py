@@ -1,0 +1,138 @@
+"""Scaled dot-product attention: an explicit math path and a dispatch to PyTorch's fused kernels.
+
+Upstream (vit-pytorch ``simple_flash_attn_vit.py``) had three bugs here, fixed below:
+
+1. its math path called ``einsum`` without importing it, with the pattern ``"b h i d, b j d -> ..."``
+   that drops the head axis of ``k`` (a shape error once the import is fixed);
+2. it chose kernels with ``torch.backends.cuda.sdp_kernel``, deprecated since torch 2.3 in favour of
+   ``torch.nn.attention.sdpa_kernel`` (a ``FutureWarning`` on every forward pass);
+3. on CUDA it allowed flash *only* on compute capability 8.0 and *only* flash there, so float32
+   inputs on an A100 found no kernel at all, while 8.6-9.0 GPUs never got flash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from packaging import version
+from torch import nn
+
+# torch.nn.attention.sdpa_kernel arrived in torch 2.3; before it, only the legacy
+# torch.backends.cuda.sdp_kernel (which now warns) can restrict the backends.
+HAS_SDPA_KERNEL = version.parse(torch.__version__).release >= (2, 3)
+if HAS_SDPA_KERNEL:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+else:  # pragma: no cover - exercised only on torch 2.0-2.2
+    from torch.backends.cuda import SDPBackend
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+FLASH_MIN_CAPABILITY = (8, 0)  # PyTorch's FlashAttention-2 kernels need Ampere (sm80) or newer
+
+
+def sdpa_backends(
+    device_type: str, capability: tuple[int, int] | None, dtype: torch.dtype
+) -> tuple[SDPBackend, ...] | None:
+    """The SDPA backends to allow for inputs of ``dtype`` on ``device_type``, best first.
+
+    - CUDA: flash where the GPU (``capability >= (8, 0)``) and dtype (fp16/bf16) support it,
+      memory-efficient otherwise (it runs any float dtype from sm50 on), and math always, so that
+      no input ever finds "no available kernel".
+    - CPU: the fused CPU kernel (registered as ``FLASH_ATTENTION``) and math; PyTorch picks.
+    - any other device: ``None``, i.e. no restriction: PyTorch's own choice.
+
+    A pure function of its arguments, so the policy can be tested without a GPU.
+    """
+    if device_type == "cuda":
+        if capability is None:
+            raise ValueError("capability (major, minor) is required for device_type 'cuda'")
+        backends = []
+        if tuple(capability) >= FLASH_MIN_CAPABILITY and dtype in HALF_DTYPES:
+            backends.append(SDPBackend.FLASH_ATTENTION)
+        backends += [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        return tuple(backends)
+    if device_type == "cpu":
+        return (SDPBackend.FLASH_ATTENTION, SDPBackend.MATH)
+    return None
+
+
+@functools.cache
+def cuda_capability(index: int) -> tuple[int, int]:
+    """Compute capability of CUDA device ``index``, e.g. ``(8, 0)`` for an A100 (cached)."""
+    return torch.cuda.get_device_capability(index)
+
+
+@contextlib.contextmanager
+def restrict_sdpa(backends: Sequence[SDPBackend] | None) -> Iterator[None]:
+    """Allow only ``backends`` for ``F.scaled_dot_product_attention`` inside the block."""
+    if backends is None:
+        yield
+    elif HAS_SDPA_KERNEL:
+        with sdpa_kernel(list(backends)):
+            yield
+    else:  # pragma: no cover - torch 2.0-2.2
+        with torch.backends.cuda.sdp_kernel(
+            enable_flash=SDPBackend.FLASH_ATTENTION in backends,
+            enable_math=SDPBackend.MATH in backends,
+            enable_mem_efficient=SDPBackend.EFFICIENT_ATTENTION in backends,
+        ):
+            yield
+
+
+def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v``, spelled out: ``(b, h, n, d)`` x3 -> ``(b, h, n, d)``.
+
+    Materialises the ``(b, h, n, n)`` score matrix, so its memory grows as n^2.
+    """
+    scale = q.shape[-1] ** -0.5
+    scores = (q @ k.transpose(-2, -1)) * scale  # (b, h, n_q, n_k)
+    return scores.softmax(dim=-1) @ v  # (b, h, n_q, d)
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Raise unless q, k, v are ``(b, h, n, d)`` tensors that attention can combine."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim != 4:
+            raise ValueError(f"{name} must have shape (batch, heads, tokens, dim_head), got {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if not (q.shape[:2] == k.shape[:2] == v.shape[:2]):
+        raise ValueError(
+            f"q, k, v must agree in (batch, heads), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if k.shape[2] != v.shape[2]:
+        raise ValueError(f"k and v must have the same number of tokens, got {k.shape[2]} and {v.shape[2]}")
+    if q.shape[3] != k.shape[3]:
+        raise ValueError(f"q and k must have the same dim_head, got {q.shape[3]} and {k.shape[3]}")
+
+
+class Attend(nn.Module):
+    """Attention core: ``(b, h, n, d)`` queries, keys, values -> ``(b, h, n, d)``.
+
+    ``use_flash=True`` calls ``F.scaled_dot_product_attention`` restricted to the backends of
+    :func:`sdpa_backends` for the input's device and dtype (decided per call, so moving the model
+    between devices just works); ``use_flash=False`` runs :func:`attention_math`.
+    """
+
+    def __init__(self, use_flash: bool = True) -> None:
+        super().__init__()
+        if not isinstance(use_flash, bool):
+            raise TypeError(f"use_flash must be a bool, got {use_flash!r}")
+        self.use_flash = use_flash
+
+    def extra_repr(self) -> str:
+        return f"use_flash={self.use_flash}"
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        check_qkv(q, k, v)
+        if not self.use_flash:
+            return attention_math(q, k, v)
+        device = q.device
+        capability = cuda_capability(device.index or 0) if device.type == "cuda" else None
+        with restrict_sdpa(sdpa_backends(device.type, capability, q.dtype)):
+            return F.scaled_dot_product_attention(q, k, v)
