@@ -15,6 +15,8 @@ help:
 	@echo "make lint        ruff on the library, tests and notebooks"
 	@echo "make format      ruff format + fixes"
 	@echo "make tolerances  print the measured max abs differences behind the test tolerances"
+	@echo "make execute     run the notebooks (or NB=book/x.ipynb) from a fresh kernel, store outputs"
+	@echo "make sync-notebooks  rewrite the notebooks' Colab set-up cell and metadata"
 	@echo "make clean       remove the build output"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -54,3 +56,10 @@ tolerances: $(STAMP)
 
 clean:
 	rm -rf _build
+
+.PHONY: sync-notebooks execute
+sync-notebooks: $(STAMP)  ## rewrite each notebook's Colab set-up cell (URL from _config.yml) and metadata
+	$(PY) scripts/notebooks.py sync
+
+execute: $(STAMP)  ## run every notebook (or NB=book/x.ipynb) from a fresh kernel and store outputs
+	$(PY) scripts/notebooks.py execute $(NB)

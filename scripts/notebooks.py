@@ -1,0 +1,110 @@
+"""Keep the book's notebooks in shape: the canonical Colab set-up cell, clean metadata, execution.
+
+    python scripts/notebooks.py sync      # rewrite every notebook's set-up cell and metadata
+    python scripts/notebooks.py execute [NOTEBOOK ...]   # run from a fresh kernel, store outputs
+
+The repository URL in the set-up cell comes from `repository.url` in `_config.yml`, the one place
+it lives; `tests/test_notebooks.py` fails if a notebook drifts from what `sync` writes.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import sys
+import time
+
+import nbformat
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
+SETUP_TAG = "colab-setup"
+
+SETUP_TEMPLATE = """\
+# Set-up: on Colab (or anywhere vit_lib is missing) install it from the book's repository.
+# torch is left as it is; where vit_lib is already installed this cell does nothing.
+import importlib.util
+import os
+import subprocess
+import sys
+
+REPOSITORY_URL = "{url}"
+if importlib.util.find_spec("vit_lib") is None:
+    source = os.environ.get("VIT_LIB_SOURCE", f"git+{{REPOSITORY_URL}}")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"vit-lib @ {{source}}"], check=True)"""
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+LANGUAGE_INFO = {"name": "python"}
+
+
+def repository_url() -> str:
+    config = (ROOT / "_config.yml").read_text()
+    match = re.search(r"^repository:\s*\n\s+url:\s*(?:&\S+\s+)?(\S+)", config, re.MULTILINE)
+    if not match:
+        raise SystemExit("_config.yml has no repository.url")
+    return match.group(1)
+
+
+def setup_source() -> str:
+    return SETUP_TEMPLATE.format(url=repository_url())
+
+
+def notebooks() -> list[pathlib.Path]:
+    return sorted(p for p in BOOK.glob("*.ipynb"))
+
+
+def sync(path: pathlib.Path) -> bool:
+    """Make the first code cell the set-up cell and drop editor metadata; True if changed."""
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    if code_cells and SETUP_TAG in code_cells[0].metadata.get("tags", []):
+        code_cells[0].source = setup_source()
+    else:
+        cell = nbformat.v4.new_code_cell(setup_source())
+        index = nb.cells.index(code_cells[0]) if code_cells else len(nb.cells)
+        nb.cells.insert(index, cell)
+        code_cells.insert(0, cell)
+    code_cells[0].metadata["tags"] = [SETUP_TAG, "remove-cell"]
+    nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO})
+    for cell in nb.cells:
+        for key in ("colab", "id", "vscode", "collapsed", "scrolled", "ExecuteTime", "execution"):
+            cell.metadata.pop(key, None)
+        cell.pop("id", None)
+    nb.nbformat, nb.nbformat_minor = 4, 4
+    after = nbformat.writes(nb)
+    if after != before:
+        path.write_text(after + "\n")
+    return after != before
+
+
+def execute(path: pathlib.Path) -> float:
+    """Run the notebook from a fresh kernel with the book folder as working directory."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    resources = {"metadata": {"path": str(BOOK)}}
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
+    seconds = time.perf_counter() - start
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO})
+    path.write_text(nbformat.writes(nb) + "\n")
+    return seconds
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ("sync", "execute"):
+        raise SystemExit(__doc__)
+    paths = [pathlib.Path(a).resolve() for a in argv[1:]] or notebooks()
+    for path in paths:
+        if argv[0] == "sync":
+            print(f"{path.relative_to(ROOT)}: {'updated' if sync(path) else 'in sync'}")
+        else:
+            sync(path)
+            print(f"{path.relative_to(ROOT)}: executed in {execute(path):.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

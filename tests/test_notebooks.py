@@ -1,0 +1,72 @@
+"""Notebook hygiene: what the book shows and nbval compares must come from a clean, in-order run."""
+
+import importlib.util
+import json
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("book_notebooks", ROOT / "scripts" / "notebooks.py")
+book_notebooks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(book_notebooks)
+
+NOTEBOOKS = book_notebooks.notebooks()
+TOC = (ROOT / "_toc.yml").read_text()
+TOC_FILES = re.findall(r"^\s*-?\s*(?:file|root):\s*(\S+)", TOC, re.MULTILINE)
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def code_cells(path):
+    return [c for c in load(path)["cells"] if c["cell_type"] == "code"]
+
+
+def test_every_toc_entry_exists():
+    for entry in TOC_FILES:
+        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")), entry
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+class TestNotebook:
+    def test_listed_in_toc(self, path):
+        assert str(path.relative_to(ROOT).with_suffix("")) in TOC_FILES
+
+    def test_first_code_cell_is_the_canonical_setup_cell(self, path):
+        first = code_cells(path)[0]
+        assert "".join(first["source"]) == book_notebooks.setup_source()
+        assert "remove-cell" in first["metadata"]["tags"]
+        assert book_notebooks.repository_url() in "".join(first["source"])
+
+    def test_executed_in_order_from_a_fresh_kernel(self, path):
+        counts = [c["execution_count"] for c in code_cells(path)]
+        assert counts == list(range(1, len(counts) + 1))
+
+    def test_no_errors_paths_or_user_names_in_outputs(self, path):
+        for cell in code_cells(path):
+            for output in cell["outputs"]:
+                assert output["output_type"] != "error", output.get("ename")
+                plain = output.get("data", {}).get("text/plain", "")
+                text = json.dumps(output.get("text", "")) + json.dumps(plain)
+                assert not re.search(r"/(home|root|work|tmp|Users)/", text), text[:200]
+
+    def test_clean_metadata_and_python3_kernel(self, path):
+        nb = load(path)
+        assert nb["metadata"]["kernelspec"]["name"] == "python3"
+        assert not {"colab", "vscode", "widgets"} & set(nb["metadata"])
+        for cell in nb["cells"]:
+            assert not {"colab", "vscode", "id", "execution"} & set(cell["metadata"])
+
+    def test_ends_with_exercises_summary_and_references(self, path):
+        headings = [
+            line.lower()
+            for cell in load(path)["cells"]
+            if cell["cell_type"] == "markdown"
+            for line in "".join(cell["source"]).splitlines()
+            if line.startswith("#")
+        ]
+        for section in ("exercises", "summary", "references"):
+            assert any(section in h for h in headings), section

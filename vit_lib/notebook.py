@@ -1,0 +1,42 @@
+"""Small helpers for the book's notebooks: reproducible set-up and gluing numbers into the prose.
+
+Not needed to use the model; kept here so that every chapter starts the same way.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def setup(seed: int = 0, threads: int | None = 1) -> torch.device:
+    """Seed Python, NumPy and torch, pin the CPU thread count, and return the device to use.
+
+    One thread makes CPU results independent of the machine's core count (the order of floating
+    point reductions can depend on it), so stored outputs reproduce anywhere. On a GPU (e.g. Colab)
+    the returned device is CUDA.
+    """
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds code that uses the legacy global generator
+    torch.manual_seed(seed)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.set_printoptions(precision=4, sci_mode=False)
+    np.set_printoptions(precision=4, suppress=True)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """``myst_nb.glue`` when the book is built; elsewhere (e.g. Colab) just show the value."""
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        from IPython.display import display as show
+
+        if display:
+            show(value)
+        return
+    myst_glue(name, value, display=display)
