@@ -79,12 +79,9 @@ def test_cuda_policy_flash_only_on_ampere_or_newer_in_half_precision(capability,
 
 
 @pytest.mark.parametrize("dtype", [*DTYPES, torch.float64])
-def test_cpu_policy_allows_fused_cpu_kernel_and_math(dtype):
-    assert sdpa_backends("cpu", None, dtype) == (FLASH, MATH)
-
-
-def test_other_devices_are_left_to_pytorch():
-    assert sdpa_backends("mps", None, torch.float32) is None
+@pytest.mark.parametrize("device_type", ["cpu", "mps"])
+def test_cpu_and_other_devices_are_left_to_pytorch(device_type, dtype):
+    assert sdpa_backends(device_type, None, dtype) is None
 
 
 def test_cuda_policy_needs_a_capability():

@@ -41,8 +41,9 @@ def sdpa_backends(
     - CUDA: flash where the GPU (``capability >= (8, 0)``) and dtype (fp16/bf16) support it,
       memory-efficient otherwise (it runs any float dtype from sm50 on), and math always, so that
       no input ever finds "no available kernel".
-    - CPU: the fused CPU kernel (registered as ``FLASH_ATTENTION``) and math; PyTorch picks.
-    - any other device: ``None``, i.e. no restriction: PyTorch's own choice.
+    - anywhere else: ``None``, no restriction. On the CPU PyTorch has two backends, a fused kernel
+      (registered as ``FLASH_ATTENTION``) and math, and already prefers the fused one; there is nothing
+      to restrict, and entering ``sdpa_kernel`` would cost tens of microseconds per call.
 
     A pure function of its arguments, so the policy can be tested without a GPU.
     """
@@ -54,8 +55,6 @@ def sdpa_backends(
             backends.append(SDPBackend.FLASH_ATTENTION)
         backends += [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
         return tuple(backends)
-    if device_type == "cpu":
-        return (SDPBackend.FLASH_ATTENTION, SDPBackend.MATH)
     return None
 
 
@@ -66,11 +65,9 @@ def cuda_capability(index: int) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def restrict_sdpa(backends: Sequence[SDPBackend] | None) -> Iterator[None]:
+def restrict_sdpa(backends: Sequence[SDPBackend]) -> Iterator[None]:
     """Allow only ``backends`` for ``F.scaled_dot_product_attention`` inside the block."""
-    if backends is None:
-        yield
-    elif HAS_SDPA_KERNEL:
+    if HAS_SDPA_KERNEL:
         with sdpa_kernel(list(backends)):
             yield
     else:  # pragma: no cover - torch 2.0-2.2
@@ -134,5 +131,8 @@ class Attend(nn.Module):
             return attention_math(q, k, v)
         device = q.device
         capability = cuda_capability(device.index or 0) if device.type == "cuda" else None
-        with restrict_sdpa(sdpa_backends(device.type, capability, q.dtype)):
+        backends = sdpa_backends(device.type, capability, q.dtype)
+        if backends is None:
+            return F.scaled_dot_product_attention(q, k, v)
+        with restrict_sdpa(backends):
             return F.scaled_dot_product_attention(q, k, v)
