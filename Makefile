@@ -12,7 +12,7 @@ help:
 	@echo "make test        unit tests + nbval on every notebook, then a clean -W book build"
 	@echo "make unit        unit tests only (no notebooks)"
 	@echo "make notebooks   nbval on the notebooks only"
-	@echo "make lint        ruff on the library, tests and notebooks"
+	@echo "make lint        ruff on the library, tests and notebooks; the CI workflow schema"
 	@echo "make format      ruff format + fixes"
 	@echo "make tolerances  print the measured max abs differences behind the test tolerances"
 	@echo "make execute     run the notebooks (or NB=book/x.ipynb) from a fresh kernel, store outputs"
@@ -46,6 +46,7 @@ notebooks: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
