@@ -1,0 +1,178 @@
+"""A small, readable training loop: AdamW, warmup + cosine schedule, label smoothing, gradient
+clipping, bf16 autocast on CUDA, optional ``torch.compile``, evaluation and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    compile: bool = False
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class History:
+    """One entry per epoch."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warmup from 0 to the base learning rate, then cosine decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); full precision elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay the weight matrices only; biases and LayerNorm parameters (1-D) are left alone."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` over ``loader``."""
+    model.eval()
+    total_loss, correct, count = 0.0, 0, 0
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(images)
+        total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
+        correct += (logits.argmax(-1) == labels).sum().item()
+        count += len(labels)
+    return total_loss / count, correct / count
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predicted, true)`` labels over ``loader``, on the CPU."""
+    model.eval()
+    predicted, true = [], []
+    for images, labels in loader:
+        with autocast(device):
+            predicted.append(model(images.to(device)).argmax(-1).cpu())
+        true.append(labels)
+    return torch.cat(predicted), torch.cat(true)
+
+
+def train(
+    model: nn.Module,
+    train_loader: DataLoader,
+    test_loader: DataLoader | None,
+    config: TrainConfig,
+    device: torch.device | str = "cpu",
+) -> History:
+    """Train ``model`` in place for ``config.epochs`` epochs; evaluate after each one."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    torch.manual_seed(config.seed)
+    model.to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
+    steps_per_epoch = len(train_loader)
+    scheduler = warmup_cosine(
+        optimizer, round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    step_model = torch.compile(model) if config.compile else model
+    history = History()
+    epochs = tqdm(range(config.epochs), desc="epochs", disable=not config.progress)
+    for _ in epochs:
+        start = time.perf_counter()
+        model.train()
+        total_loss, correct, count = 0.0, 0, 0
+        for images, labels in train_loader:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with autocast(device):
+                logits = step_model(images)
+            loss = loss_fn(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(labels)
+            correct += (logits.argmax(-1) == labels).sum().item()
+            count += len(labels)
+        history.lr.append(scheduler.get_last_lr()[0])
+        history.train_loss.append(total_loss / count)
+        history.train_accuracy.append(correct / count)
+        if test_loader is not None:
+            test_loss, test_accuracy = evaluate(step_model, test_loader, device)
+            history.test_loss.append(test_loss)
+            history.test_accuracy.append(test_accuracy)
+        history.seconds.append(time.perf_counter() - start)
+        epochs.set_postfix(
+            loss=f"{history.train_loss[-1]:.3f}",
+            test_acc=f"{history.test_accuracy[-1]:.3f}" if history.test_accuracy else "-",
+        )
+    return history
+
+
+def save_checkpoint(
+    path: str | pathlib.Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    **extra: object,
+) -> None:
+    """Save the model's (and optionally the optimizer's) state plus plain-Python ``extra`` values."""
+    state = {"model": model.state_dict(), "extra": extra}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    torch.save(state, path)
+
+
+def load_checkpoint(
+    path: str | pathlib.Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` into ``model`` (strictly); return ``extra``.
+
+    ``weights_only=True``: a checkpoint is data, so unpickling it must not be able to run code.
+    """
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    model.load_state_dict(state["model"])
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    return state["extra"]
+
+
+def config_dict(config: TrainConfig) -> dict:
+    return asdict(config)
