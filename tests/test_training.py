@@ -123,3 +123,25 @@ def test_command_line_prints_a_json_last_line(capsys):
     assert json.loads(last_line) == result
     assert {"test_accuracy", "seconds", "epochs", "params"} <= result.keys()
     assert result["epochs"] == 1 and 0.0 <= result["test_accuracy"] <= 1.0 and result["params"] > 0
+
+
+def test_mixed_precision_policy():
+    from vit_lib.training import amp_dtype, grad_scaler
+
+    assert amp_dtype(torch.device("cpu")) is None
+    assert not grad_scaler(torch.device("cpu")).is_enabled()
+
+
+@pytest.mark.cuda
+def test_cuda_step_uses_bf16_or_fp16_autocast():
+    from vit_lib.training import amp_dtype, autocast
+
+    device = torch.device("cuda")
+    expected = torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else torch.float16
+    assert amp_dtype(device) == expected
+    model = tiny_model().to(device)
+    with autocast(device):
+        assert model(torch.randn(2, 1, 8, 8, device=device)).dtype == expected
+    train_loader, test_loader = loaders()
+    history = train(model, train_loader, test_loader, TrainConfig(epochs=6, lr=3e-3, progress=False), device)
+    assert history.test_accuracy[-1] == 1.0

@@ -21,8 +21,8 @@ from vit_lib.training import TrainConfig, save_checkpoint, train
 # Model and optimisation settings per dataset; the training chapters explain how they were chosen.
 PRESETS: dict[str, dict] = {
     "digits": {
-        "model": dict(patch_size=2, dim=64, depth=4, heads=4, mlp_dim=128, dim_head=16),
-        "train": dict(epochs=60, lr=2e-3, weight_decay=0.05, warmup_epochs=2, label_smoothing=0.1),
+        "model": dict(patch_size=4, dim=64, depth=4, heads=4, mlp_dim=128, dim_head=16),
+        "train": dict(epochs=50, lr=2e-3, weight_decay=0.05, warmup_epochs=2, label_smoothing=0.1),
         "batch_size": 64,
         "max_shift": 1,
     },

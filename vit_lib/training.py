@@ -1,8 +1,10 @@
 """A small, readable training loop: AdamW, warmup + cosine schedule, label smoothing, gradient
-clipping, bf16 autocast on CUDA, optional ``torch.compile``, evaluation and checkpoints."""
+clipping, mixed precision on CUDA (bf16, or fp16 with loss scaling on GPUs without bf16), optional
+``torch.compile``, evaluation and checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 import time
@@ -50,9 +52,25 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); full precision elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``device``: bf16 on GPUs with native bf16 (compute capability 8.0+),
+    fp16 on older GPUs such as Colab's T4 (7.5), and ``None`` (full precision) on the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    dtype = amp_dtype(device)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device):
+    """Loss scaling for fp16, whose small exponent range lets gradients underflow; bf16 needs none."""
+    enabled = amp_dtype(device) == torch.float16
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3; torch.cuda.amp.GradScaler is deprecated
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)  # pragma: no cover
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -108,6 +126,7 @@ def train(
         optimizer, round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    scaler = grad_scaler(device)
     step_model = torch.compile(model) if config.compile else model
     history = History()
     epochs = tqdm(range(config.epochs), desc="epochs", disable=not config.progress)
@@ -121,10 +140,12 @@ def train(
                 logits = step_model(images)
             loss = loss_fn(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if config.grad_clip:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             total_loss += loss.item() * len(labels)
             correct += (logits.argmax(-1) == labels).sum().item()
