@@ -58,9 +58,12 @@ tolerances: $(STAMP)
 clean:
 	rm -rf _build
 
-.PHONY: sync-notebooks execute
+.PHONY: sync-notebooks execute digits-ablation
 sync-notebooks: $(STAMP)  ## rewrite each notebook's Colab set-up cell (URL from _config.yml) and metadata
 	$(PY) scripts/notebooks.py sync
 
 execute: $(STAMP)  ## run every notebook (or NB=book/x.ipynb) from a fresh kernel and store outputs
 	$(PY) scripts/notebooks.py execute $(NB)
+
+digits-ablation: $(STAMP)  ## re-measure book/data/digits_ablation.json (chapter 6), a few minutes
+	$(PY) scripts/digits_ablation.py
