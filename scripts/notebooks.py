@@ -22,7 +22,8 @@ SETUP_TAG = "colab-setup"
 
 SETUP_TEMPLATE = """\
 # Set-up: on Colab (or anywhere vit_lib is missing) install it from the book's repository.
-# torch is left as it is; where vit_lib is already installed this cell does nothing.
+# torch is left as it is; where vit_lib is already installed this cell does nothing. The [book]
+# extra adds what the chapters import besides vit_lib (upstream vit-pytorch, scikit-learn, ...).
 import importlib.util
 import os
 import subprocess
@@ -31,7 +32,7 @@ import sys
 REPOSITORY_URL = "{url}"
 if importlib.util.find_spec("vit_lib") is None:
     source = os.environ.get("VIT_LIB_SOURCE", f"git+{{REPOSITORY_URL}}")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"vit-lib @ {{source}}"], check=True)"""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"vit-lib[book] @ {{source}}"], check=True)"""
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 LANGUAGE_INFO = {"name": "python"}
