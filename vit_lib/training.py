@@ -115,8 +115,6 @@ def train(
     device: torch.device | str = "cpu",
 ) -> History:
     """Train ``model`` in place for ``config.epochs`` epochs; evaluate after each one."""
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     torch.manual_seed(config.seed)
     model.to(device)
@@ -129,8 +127,12 @@ def train(
     scaler = grad_scaler(device)
     step_model = torch.compile(model) if config.compile else model
     history = History()
-    epochs = tqdm(range(config.epochs), desc="epochs", disable=not config.progress)
-    for _ in epochs:
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm  # imported only when used: it warns in Jupyter without ipywidgets
+
+        bar = tqdm(total=config.epochs, desc="epochs")
+    for _ in range(config.epochs):
         start = time.perf_counter()
         model.train()
         total_loss, correct, count = 0.0, 0, 0
@@ -158,10 +160,14 @@ def train(
             history.test_loss.append(test_loss)
             history.test_accuracy.append(test_accuracy)
         history.seconds.append(time.perf_counter() - start)
-        epochs.set_postfix(
-            loss=f"{history.train_loss[-1]:.3f}",
-            test_acc=f"{history.test_accuracy[-1]:.3f}" if history.test_accuracy else "-",
-        )
+        if bar is not None:
+            bar.update()
+            bar.set_postfix(
+                loss=f"{history.train_loss[-1]:.3f}",
+                test_acc=f"{history.test_accuracy[-1]:.3f}" if history.test_accuracy else "-",
+            )
+    if bar is not None:
+        bar.close()
     return history
 
 
