@@ -9,7 +9,7 @@ import warnings
 import torch
 from vit_pytorch.simple_flash_attn_vit import SimpleViT as UpstreamSimpleViT
 
-from vit_lib import Attend, SimpleViT
+from vit_lib import Attend, SimpleViT, pair
 
 SHAPES = [(1, 1, 1, 8), (2, 4, 7, 16), (1, 3, 50, 32), (2, 2, 197, 64), (1, 8, 65, 40)]
 CONFIGS = {
@@ -55,7 +55,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*sdp_kernel.*", category=FutureWarning)
     for name, config in CONFIGS.items():
         upstream = UpstreamSimpleViT(**config).eval()
-        h, w = (config["image_size"],) * 2 if isinstance(config["image_size"], int) else config["image_size"]
+        h, w = pair(config["image_size"])
         img = torch.randn(4, config.get("channels", 3), h, w)
         for use_flash in (True, False):
             ours = SimpleViT(**config, use_flash=use_flash).eval()

@@ -8,7 +8,7 @@ import contextlib
 import math
 import pathlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -199,7 +199,3 @@ def load_checkpoint(
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     return state["extra"]
-
-
-def config_dict(config: TrainConfig) -> dict:
-    return asdict(config)
