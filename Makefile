@@ -17,6 +17,7 @@ help:
 	@echo "make tolerances  print the measured max abs differences behind the test tolerances"
 	@echo "make execute     run the notebooks (or NB=book/x.ipynb) from a fresh kernel, store outputs"
 	@echo "make sync-notebooks  rewrite the notebooks' Colab set-up cell and metadata"
+	@echo "make bench       re-measure the CPU benchmarks behind chapter 8 (about 10 minutes)"
 	@echo "make clean       remove the build output"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -64,6 +65,15 @@ sync-notebooks: $(STAMP)  ## rewrite each notebook's Colab set-up cell (URL from
 
 execute: $(STAMP)  ## run every notebook (or NB=book/x.ipynb) from a fresh kernel and store outputs
 	$(PY) scripts/notebooks.py execute $(NB)
+
+.PHONY: bench bench-quick
+bench: $(STAMP)  ## re-measure book/data/bench_*_cpu.json (chapter 8): attention sweep, then model sweep
+	$(PY) -m vit_lib.bench attention
+	$(PY) -m vit_lib.bench model
+
+bench-quick: $(STAMP)  ## the benchmarks on tiny sizes, printing only (what tests/test_bench.py runs)
+	$(PY) -m vit_lib.bench attention --quick
+	$(PY) -m vit_lib.bench model --quick --compile-backend eager
 
 digits-ablation: $(STAMP)  ## re-measure book/data/digits_ablation.json (chapter 6), a few minutes
 	$(PY) scripts/digits_ablation.py

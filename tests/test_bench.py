@@ -1,0 +1,145 @@
+"""The benchmarks' bookkeeping: FLOP formula, backend discovery, memory measurement, the CLI's JSON.
+
+Speed is never asserted here; `python -m vit_lib.bench` prints and records it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vit_lib import SimpleViT, bench
+
+QUICK = bench.MODEL_CONFIGS["quick"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        QUICK,
+        bench.ModelConfig("odd", 24, 6, 7, dim=24, depth=3, heads=3, mlp_dim=40, batch_size=2, dim_head=8),
+    ],
+    ids=["quick", "odd"],
+)
+@pytest.mark.parametrize("training", [False, True], ids=["forward", "training"])
+def test_flop_formula_matches_flop_counter_exactly(config, training):
+    # On the math path every matmul is an aten op FlopCounterMode knows (the CPU's fused SDPA is not).
+    model = SimpleViT(**config.simple_vit_kwargs(), use_flash=False)
+    images = torch.randn(3, config.channels, config.image_size, config.image_size)
+    expected = 3 * bench.vit_flops_per_image(config, training=training)
+    assert bench.counted_flops(model, images, training=training) == expected
+
+
+def test_training_costs_three_forward_passes():
+    assert bench.vit_flops_per_image(QUICK, training=True) == 3 * bench.vit_flops_per_image(QUICK)
+
+
+def test_vit_b16_forward_flops_are_the_known_17_6_gflops():
+    # DeiT (Touvron et al., 2021, Table 1) quotes ViT-B/16 at 224 as 17.6 GFLOPs (multiply-adds);
+    # SimpleViT-B/16 has 196 tokens (no class token), so slightly fewer than that figure.
+    gmacs = bench.vit_flops_per_image(bench.MODEL_CONFIGS["vit-b16"]) / 2 / 1e9
+    assert 17.0 < gmacs < 17.6
+
+
+def test_attention_methods_per_device():
+    assert bench.attention_methods("cpu") == ["math", "sdpa", "sdpa:FLASH_ATTENTION", "sdpa:MATH"]
+    cuda = bench.attention_methods("cuda")
+    assert cuda[:4] == ["math", "sdpa", "sdpa:FLASH_ATTENTION", "sdpa:EFFICIENT_ATTENTION"]
+    assert cuda[-1] == "sdpa:MATH"
+
+
+def test_unknown_method_and_dtype_are_rejected():
+    with pytest.raises(ValueError, match="unknown attention method 'flash'"):
+        bench.attention_call("flash")
+    with pytest.raises(ValueError, match="unknown floating-point dtype 'int8'"):
+        bench.dtype_from_name("int8")
+    assert bench.dtype_from_name("torch.bfloat16") is torch.bfloat16
+
+
+def test_kernel_names_on_cpu():
+    q, k, v = bench.qkv_inputs(
+        32, batch=1, heads=2, dim_head=16, dtype=torch.float32, device=torch.device("cpu")
+    )
+    assert bench.sdpa_kernel_name("math", q, k, v) is None
+    assert bench.sdpa_kernel_name("sdpa", q, k, v) == "_scaled_dot_product_flash_attention_for_cpu"
+    assert (
+        bench.sdpa_kernel_name("sdpa:FLASH_ATTENTION", q, k, v)
+        == "_scaled_dot_product_flash_attention_for_cpu"
+    )
+    assert bench.sdpa_kernel_name("sdpa:MATH", q, k, v).startswith("math: ")
+
+
+def test_forcing_an_unavailable_backend_is_recorded_not_raised():
+    report = bench.attention_sweep(
+        [16],
+        [torch.float32],
+        device=torch.device("cpu"),
+        heads=2,
+        dim_head=16,
+        methods=["sdpa:EFFICIENT_ATTENTION"],  # CUDA only
+        min_run_time=0.01,
+        measure_memory=False,
+        show_progress=False,
+    )
+    (row,) = report["results"]
+    assert "time_s" not in row
+    assert row["error"]
+
+
+@pytest.mark.skipif(not bench.Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_cpu_peak_memory_is_quadratic_for_math_and_small_for_the_fused_kernel():
+    n, shape = 1024, {"batch": 1, "heads": 8, "dim_head": 64}
+    scores_bytes = shape["heads"] * n * n * 4  # one fp32 (b, h, n, n) matrix: 32 MiB
+    math_peak = bench.peak_memory("math", n, torch.float32, shape, torch.device("cpu"))
+    fused_peak = bench.peak_memory("sdpa", n, torch.float32, shape, torch.device("cpu"))
+    assert math_peak >= scores_bytes
+    assert fused_peak < scores_bytes / 4
+
+
+def test_peak_flops_table():
+    assert bench.peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
+    assert bench.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989.4e12
+    assert bench.peak_bf16_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert bench.peak_bf16_flops("Tesla T4") is None
+
+
+def test_unknown_model_is_rejected():
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        bench.build_models(QUICK, ["resnet"])
+
+
+def test_attention_cli_quick_writes_every_point(tmp_path, capsys):
+    out = tmp_path / "attention.json"
+    bench.main(["attention", "--quick", "--no-progress", "--dtypes", "float32", "--out", str(out)])
+    report = json.loads(out.read_text())
+    methods = bench.attention_methods("cpu")
+    assert [(r["n"], r["method"]) for r in report["results"]] == [(n, m) for n in (16, 32) for m in methods]
+    for row in report["results"]:
+        assert "error" not in row, row
+        assert row["time_s"] > 0 and row["calls"] >= 1
+        assert row["peak_bytes"] >= 0
+    assert report["kernels"]["sdpa float32"] == "_scaled_dot_product_flash_attention_for_cpu"
+    assert report["environment"]["torch"] == torch.__version__
+    assert "sdpa:FLASH_ATTENTION" in capsys.readouterr().out
+
+
+def test_model_cli_quick_compares_same_weights_and_reports_ratios(tmp_path, capsys):
+    out = tmp_path / "model.json"
+    # dynamo with the "eager" backend exercises graph capture without a C++ compile
+    bench.main(["model", "--quick", "--no-progress", "--compile-backend", "eager", "--out", str(out)])
+    (sweep,) = json.loads(out.read_text())["sweeps"]
+    assert sweep["checks"]["vit_lib_vs_upstream_max_abs_logit_diff"] < 1e-5
+    rows = {(r["model"], r["compiled"]): r for r in sweep["results"]}
+    assert set(rows) == {(m, c) for m in ("vit_lib", "upstream", "timm") for c in (False, True)}
+    assert rows["upstream", False]["ratio_vs_upstream_eager"] == 1.0
+    assert rows["vit_lib", False]["params"] == rows["upstream", False]["params"]
+    for row in rows.values():
+        assert len(row["images_per_s_rounds"]) == sweep["rounds"]
+        assert row["images_per_s"] > 0 and row["first_step_s"] > 0
+    assert rows["vit_lib", False]["achieved_flops"] == pytest.approx(
+        rows["vit_lib", False]["images_per_s"] * sweep["checks"]["flops_per_image_training"]
+    )
+    assert rows["vit_lib", False]["mfu"] is None  # no dense bf16 peak for a CPU
+    assert "vit_lib compiled" in capsys.readouterr().out
