@@ -100,7 +100,7 @@ def test_cpu_peak_memory_is_quadratic_for_math_and_small_for_the_fused_kernel():
 
 def test_peak_flops_table():
     assert bench.peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
-    assert bench.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989.4e12
+    assert bench.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989.5e12
     assert bench.peak_bf16_flops("NVIDIA A100-SXM4-40GB") == 312e12
     assert bench.peak_bf16_flops("Tesla T4") is None
 

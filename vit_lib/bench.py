@@ -52,12 +52,13 @@ from vit_lib.model import SimpleViT
 DATA_DIR = Path(__file__).resolve().parent.parent / "book" / "data"
 MiB = 2**20
 
-# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, FLOP/s, matched against
+# Dense bf16 tensor-core peaks, FLOP/s: half the "with sparsity" figures of NVIDIA's data sheets
+# (book/references.bib: nvidia2023h100, nvidia2024h200, nvidia2020a100, nvidia2023l4). Matched against
 # torch.cuda.get_device_name() in order: the H100 PCIe must be tried before the SXM part.
 PEAK_BF16_FLOPS = (
     ("H100 PCIe", 756e12),
-    ("H100", 989.4e12),
-    ("H200", 989.4e12),
+    ("H100", 989.5e12),
+    ("H200", 989.5e12),
     ("A100", 312e12),
     ("L4", 121e12),
 )
@@ -488,6 +489,39 @@ def make_variant(
     return Variant(model_name, compiled, step, [])
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_step(variant: Variant, steps: int = 2, top: int = 8) -> dict[str, Any]:
+    """Where a training step's CPU time goes (``torch.profiler``, self time per op).
+
+    ``kernel_share`` is the fraction spent in matrix multiplies and fused attention: work that
+    compilation hands to the same BLAS/attention kernels, so ``1 / kernel_share`` bounds what fusing
+    everything else could gain.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            variant.step()
+    ops = list(prof.key_averages())  # self times partition the profiled time: no double counting
+    total = sum(e.self_cpu_time_total for e in ops)
+    kernels = sum(
+        e.self_cpu_time_total
+        for e in ops
+        if e.key in MATMUL_OPS or e.key.startswith("aten::_scaled_dot_product")
+    )
+    ops.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "variant": variant.label,
+        "kernel_share": kernels / total,
+        "top_ops": [
+            {"op": e.key[:60], "share": e.self_cpu_time_total / total, "calls": e.count // steps}
+            for e in ops[:top]
+        ],
+    }
+
+
 def timed_steps(variant: Variant, steps: int, device: torch.device) -> float:
     synchronize(device)
     start = time.perf_counter()
@@ -544,6 +578,10 @@ def model_sweep(
                 variant.images_per_s.append(steps * config.batch_size / seconds)
                 bar.update()
     bar.close()
+    # after the timed rounds, so the profiler's overhead cannot disturb them
+    profiles = (
+        [profile_step(v) for v in variants if v.model_name == "vit_lib"] if device.type == "cpu" else []
+    )
 
     baseline = next((v for v in variants if v.model_name == "upstream" and not v.compiled), variants[0])
     base = statistics.median(baseline.images_per_s)
@@ -579,6 +617,7 @@ def model_sweep(
         "peak_bf16_flops": peak,
         "measured_matmul_flops": matmul_flops,
         "checks": checks,
+        "profiles": profiles,
         "results": rows,
     }
 

@@ -40,3 +40,18 @@ def glue(name: str, value: Any, display: bool = False) -> None:
             show(value)
         return
     myst_glue(name, value, display=display)
+
+
+def book_data(name: str, repository_url: str, branch: str = "main") -> Any:
+    """The JSON file ``book/data/<name>``: read from disk next to the notebook, or (e.g. on Colab,
+    where the notebook travels alone) downloaded from the repository."""
+    import json
+    import pathlib
+    import urllib.request
+
+    path = pathlib.Path("data") / name
+    if path.exists():
+        return json.loads(path.read_text())
+    url = f"{repository_url}/raw/{branch}/book/data/{name}"
+    with urllib.request.urlopen(url) as response:
+        return json.loads(response.read())

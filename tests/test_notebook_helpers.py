@@ -1,0 +1,40 @@
+"""vit_lib.notebook: the reproducible set-up and the book-data loader the chapters share."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from vit_lib.notebook import book_data, setup
+
+
+def test_setup_seeds_and_pins_threads():
+    threads = torch.get_num_threads()
+    try:
+        device = setup(seed=3, threads=1)
+        first = (torch.rand(2), np.random.rand(2))  # noqa: NPY002 - setup seeds the legacy generator
+        setup(seed=3, threads=1)
+        second = (torch.rand(2), np.random.rand(2))  # noqa: NPY002
+        assert torch.equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+        assert torch.get_num_threads() == 1
+        assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_book_data_reads_the_local_file(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.json").write_text(json.dumps({"source": "disk"}))
+    monkeypatch.chdir(tmp_path)
+    assert book_data("x.json", "https://example.invalid/never-used") == {"source": "disk"}
+
+
+def test_book_data_downloads_from_the_repository_when_missing(tmp_path, monkeypatch):
+    # a file:// "repository" stands in for GitHub's raw URLs: same path layout, no network
+    raw = tmp_path / "repo" / "raw" / "main" / "book" / "data"
+    raw.mkdir(parents=True)
+    (raw / "x.json").write_text(json.dumps({"source": "repository"}))
+    monkeypatch.chdir(tmp_path)  # no data/ folder here
+    assert book_data("x.json", (tmp_path / "repo").as_uri()) == {"source": "repository"}
