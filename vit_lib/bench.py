@@ -216,7 +216,7 @@ def read_status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def peak_memory_here(method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, str]:
+def peak_memory_here(method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
     """Extra bytes at the peak of one ``method`` call over what was in use just before it."""
     fn = attention_call(method)
     device = q.device
@@ -229,7 +229,7 @@ def peak_memory_here(method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
             out = fn(q, k, v)
             torch.cuda.synchronize(device)
             del out
-            return torch.cuda.max_memory_allocated(device) - before, "cuda.max_memory_allocated"
+            return torch.cuda.max_memory_allocated(device) - before
         # Warm up on a tiny problem: the code pages and thread pools that a first call maps in would
         # otherwise count as memory of the kernel. Its few KiB stay in the heap's free lists.
         fn(*(t[..., :8, :] for t in (q, k, v)))
@@ -238,14 +238,14 @@ def peak_memory_here(method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
         out = fn(q, k, v)
         peak = read_status_kib("VmHWM")
         del out
-        return (peak - before) * 1024, "peak RSS growth (VmHWM) in a fresh subprocess"
+        return (peak - before) * 1024
 
 
 def peak_memory(method: str, n: int, dtype: torch.dtype, shape: dict[str, int], device: torch.device) -> int:
     """Peak extra bytes for one call; on the CPU measured in a fresh Python process."""
     if device.type == "cuda":
         q, k, v = qkv_inputs(n, dtype=dtype, device=device, **shape)
-        return peak_memory_here(method, q, k, v)[0]
+        return peak_memory_here(method, q, k, v)
     args = [sys.executable, "-m", "vit_lib.bench", "_attention-memory", method, str(n), str(dtype)]
     args += [f"--{key.replace('_', '-')}={value}" for key, value in shape.items()]
     args += [f"--threads={torch.get_num_threads()}"]
@@ -566,8 +566,13 @@ def model_sweep(
         for name, model in built.items()
     ]
     bar = progress(len(variants) * (rounds + 1), f"model {config.name}", show_progress)
-    with warnings.catch_warnings():
+    # A cold compile: without this, inductor's on-disk cache from an earlier run would make the
+    # first compiled step look cheap.
+    from torch._inductor import config as inductor_config
+
+    with warnings.catch_warnings(), inductor_config.patch(force_disable_caches=True):
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")
         for variant in variants:  # warm-up: compilation, allocator, thread pools
             variant.first_step_s = timed_steps(variant, 1, device)
             timed_steps(variant, warmup_steps, device)
@@ -714,8 +719,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             dtype=dtype_from_name(args.dtype),
             device=torch.device("cpu"),
         )
-        peak, how = peak_memory_here(args.method, q, k, v)
-        print(json.dumps({"peak_bytes": peak, "method": how}))
+        print(json.dumps({"peak_bytes": peak_memory_here(args.method, q, k, v)}))
         return None
 
     device = torch.device(args.device) if args.device else default_device()
@@ -742,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             names, rounds, steps = args.configs or ["quick"], args.rounds or 2, args.steps or 2
         else:
             default_names = ["vit-s16", "vit-b16"] if device.type == "cuda" else ["cpu-small"]
-            names, rounds, steps = args.configs or default_names, args.rounds or 7, args.steps or 10
+            names, rounds, steps = args.configs or default_names, args.rounds or 10, args.steps or 10
         reports = []
         for name in names:
             config = MODEL_CONFIGS[name]
