@@ -3,8 +3,9 @@
     python scripts/notebooks.py sync      # rewrite every notebook's set-up cell and metadata
     python scripts/notebooks.py execute [NOTEBOOK ...]   # run from a fresh kernel, store outputs
 
-The repository URL in the set-up cell comes from `repository.url` in `_config.yml`, the one place
-it lives; `tests/test_notebooks.py` fails if a notebook drifts from what `sync` writes.
+The repository URL in the set-up cell and in the "Open in Colab" badge under each title comes from
+`repository.url` (and `repository.branch`) in `_config.yml`, the one place it lives;
+`tests/test_notebooks.py` fails if a notebook drifts from what `sync` writes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import nbformat
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 SETUP_TAG = "colab-setup"
+BADGE_TAG = "colab-badge"
+# A local image, so that the badge renders in the offline book and in the browser test; GitHub's
+# notebook viewer resolves the relative path too.
+BADGE_IMAGE = "images/colab-badge.svg"
 
 SETUP_TEMPLATE = """\
 # Set-up: on Colab (or anywhere vit_lib is missing) install it from the book's repository.
@@ -46,8 +51,28 @@ def repository_url() -> str:
     return match.group(1)
 
 
+def repository_branch() -> str:
+    config = (ROOT / "_config.yml").read_text()
+    match = re.search(r"^repository:\s*\n(?:\s+.*\n)*?\s+branch:\s*(\S+)", config, re.MULTILINE)
+    return match.group(1) if match else "main"
+
+
 def setup_source() -> str:
     return SETUP_TEMPLATE.format(url=repository_url())
+
+
+def colab_url(notebook_name: str) -> str:
+    """Colab's address for ``book/<notebook_name>`` in the GitHub repository of ``_config.yml``."""
+    prefix = "https://github.com/"
+    url = repository_url()
+    if not url.startswith(prefix):
+        raise SystemExit(f"Colab opens notebooks from GitHub; repository.url {url!r} is not a GitHub URL")
+    owner_repo = url.removeprefix(prefix).removesuffix(".git").strip("/")
+    return f"https://colab.research.google.com/github/{owner_repo}/blob/{repository_branch()}/book/{notebook_name}"
+
+
+def badge_source(notebook_name: str) -> str:
+    return f"[![Open in Colab]({BADGE_IMAGE})]({colab_url(notebook_name)})"
 
 
 def notebooks() -> list[pathlib.Path]:
@@ -67,6 +92,12 @@ def sync(path: pathlib.Path) -> bool:
         nb.cells.insert(index, cell)
         code_cells.insert(0, cell)
     code_cells[0].metadata["tags"] = [SETUP_TAG, "remove-cell"]
+    badges = [c for c in nb.cells if BADGE_TAG in c.metadata.get("tags", [])]
+    badge = badges[0] if badges else nbformat.v4.new_markdown_cell()
+    if not badges:  # right under the title, which is the first cell
+        nb.cells.insert(1, badge)
+    badge.source = badge_source(path.name)
+    badge.metadata["tags"] = [BADGE_TAG]
     nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO})
     for cell in nb.cells:
         for key in ("colab", "id", "vscode", "collapsed", "scrolled", "ExecuteTime", "execution"):

@@ -25,6 +25,17 @@ def code_cells(path):
     return [c for c in load(path)["cells"] if c["cell_type"] == "code"]
 
 
+def test_colab_urls_are_built_from_the_repository_setting():
+    owner_repo = book_notebooks.repository_url().removeprefix("https://github.com/")
+    url = book_notebooks.colab_url("01_patchify.ipynb")
+    assert url == (
+        f"https://colab.research.google.com/github/{owner_repo}/blob/"
+        f"{book_notebooks.repository_branch()}/book/01_patchify.ipynb"
+    )
+    assert re.fullmatch(r"[\w.-]+/[\w.-]+", owner_repo), owner_repo
+    assert (ROOT / "book" / book_notebooks.BADGE_IMAGE).is_file()
+
+
 def test_every_toc_entry_exists():
     for entry in TOC_FILES:
         assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")), entry
@@ -40,6 +51,13 @@ class TestNotebook:
         assert "".join(first["source"]) == book_notebooks.setup_source()
         assert "remove-cell" in first["metadata"]["tags"]
         assert book_notebooks.repository_url() in "".join(first["source"])
+
+    def test_colab_badge_under_the_title_matches_the_repository(self, path):
+        cells = load(path)["cells"]
+        assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
+        badge = cells[1]
+        assert badge["metadata"].get("tags") == [book_notebooks.BADGE_TAG]
+        assert "".join(badge["source"]) == book_notebooks.badge_source(path.name)
 
     def test_executed_in_order_from_a_fresh_kernel(self, path):
         counts = [c["execution_count"] for c in code_cells(path)]
