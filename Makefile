@@ -5,12 +5,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JB     := $(VENV)/bin/jupyter-book build . -W -n --keep-going
 
-.PHONY: help venv book book-all test unit notebooks lint format tolerances clean
+.PHONY: help venv book book-all test unit notebooks lint format tolerances clean browser
 
 help:
 	@echo "make book        build the HTML book into _build/html"
-	@echo "make test        unit tests + nbval on every notebook, then a clean -W book build"
+	@echo "make test        unit tests + nbval on every notebook, a clean -W book build, the browser check"
 	@echo "make unit        unit tests only (no notebooks)"
+	@echo "make browser     open every page of the built book in headless Chromium (after make book)"
 	@echo "make notebooks   nbval on the notebooks only"
 	@echo "make lint        ruff on the library, tests and notebooks; the CI workflow schema"
 	@echo "make format      ruff format + fixes"
@@ -37,6 +38,12 @@ book-all: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 	$(MAKE) book-all
+	$(MAKE) browser
+
+# Every page of the built book in headless Chromium, offline (needs `make book` first and Debian's
+# chromium; .ci/run installs it). Screenshots land in _build/screenshots.
+browser: $(STAMP)
+	VIT_BOOK_BROWSER=1 $(PY) -m pytest tests/browser -p no:nbval -o addopts=-ra -s -q
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -p no:nbval -o addopts=-ra

@@ -3,7 +3,7 @@
     python scripts/notebooks.py sync      # rewrite every notebook's set-up cell and metadata
     python scripts/notebooks.py execute [NOTEBOOK ...]   # run from a fresh kernel, store outputs
 
-The repository URL in the set-up cell and in the "Open in Colab" badge under each title comes from
+The repository URL in the set-up cell and in the "Open in Colab" badge above each title comes from
 `repository.url` (and `repository.branch`) in `_config.yml`, the one place it lives;
 `tests/test_notebooks.py` fails if a notebook drifts from what `sync` writes.
 """
@@ -94,8 +94,9 @@ def sync(path: pathlib.Path) -> bool:
     code_cells[0].metadata["tags"] = [SETUP_TAG, "remove-cell"]
     badges = [c for c in nb.cells if BADGE_TAG in c.metadata.get("tags", [])]
     badge = badges[0] if badges else nbformat.v4.new_markdown_cell()
-    if not badges:  # right under the title, which is the first cell
-        nb.cells.insert(1, badge)
+    if badges:
+        nb.cells.remove(badge)
+    nb.cells.insert(0, badge)  # above the title, where readers look for it
     badge.source = badge_source(path.name)
     badge.metadata["tags"] = [BADGE_TAG]
     nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": LANGUAGE_INFO})

@@ -52,10 +52,10 @@ class TestNotebook:
         assert "remove-cell" in first["metadata"]["tags"]
         assert book_notebooks.repository_url() in "".join(first["source"])
 
-    def test_colab_badge_under_the_title_matches_the_repository(self, path):
+    def test_colab_badge_above_the_title_matches_the_repository(self, path):
         cells = load(path)["cells"]
-        assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
-        badge = cells[1]
+        assert cells[1]["cell_type"] == "markdown" and "".join(cells[1]["source"]).startswith("# ")
+        badge = cells[0]
         assert badge["metadata"].get("tags") == [book_notebooks.BADGE_TAG]
         assert "".join(badge["source"]) == book_notebooks.badge_source(path.name)
 
