@@ -143,3 +143,11 @@ def test_model_cli_quick_compares_same_weights_and_reports_ratios(tmp_path, caps
     )
     assert rows["vit_lib", False]["mfu"] is None  # no dense bf16 peak for a CPU
     assert "vit_lib compiled" in capsys.readouterr().out
+
+
+def test_default_output_is_book_data_in_the_repository_else_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cpu = torch.device("cpu")
+    assert bench.default_out("model", cpu) == bench.Path("bench_model_cpu.json")
+    (tmp_path / "book" / "data").mkdir(parents=True)
+    assert bench.default_out("attention", cpu) == bench.Path("book/data/bench_attention_cpu.json")

@@ -4,8 +4,9 @@ training throughput of vit_lib, upstream vit-pytorch and timm.
     python -m vit_lib.bench attention [--quick] [--out FILE]   # time and peak memory per backend
     python -m vit_lib.bench model [--quick] [--out FILE]       # training images/s, eager and compiled
 
-Without ``--out`` the results go to ``book/data/bench_<kind>_<cpu|gpu>.json`` (``--quick`` runs write
-nothing unless asked), where chapter 8 reads them. These are measurements, not tests: the tests run
+Without ``--out`` the results go to ``book/data/bench_<kind>_<cpu|gpu>.json`` when run from the
+repository root (elsewhere, to that file name in the current folder; ``--quick`` runs write nothing
+unless asked); chapter 8 reads them from ``book/data``. These are measurements, not tests: the tests run
 ``--quick`` on tiny sizes and check the bookkeeping, never a speed.
 
 How things are measured:
@@ -49,7 +50,7 @@ from torch.utils import benchmark
 from vit_lib.attention import SDPBackend, attention_math, restrict_sdpa
 from vit_lib.model import SimpleViT
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "book" / "data"
+BOOK_DATA = Path("book") / "data"  # where chapter 8 reads results, relative to the repository root
 MiB = 2**20
 
 # Dense bf16 tensor-core peaks, FLOP/s: half the "with sparsity" figures of NVIDIA's data sheets
@@ -669,7 +670,10 @@ def print_model(report: dict[str, Any]) -> None:
 
 
 def default_out(kind: str, device: torch.device) -> Path:
-    return DATA_DIR / f"bench_{kind}_{'gpu' if device.type == 'cuda' else 'cpu'}.json"
+    """``book/data/bench_<kind>_<cpu|gpu>.json`` from the repository root, else in the current folder
+    (an installed vit_lib, e.g. on Colab, has no book next to it)."""
+    name = f"bench_{kind}_{'gpu' if device.type == 'cuda' else 'cpu'}.json"
+    return BOOK_DATA / name if BOOK_DATA.is_dir() else Path(name)
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
