@@ -75,6 +75,12 @@ def badge_source(notebook_name: str) -> str:
     return f"[![Open in Colab]({BADGE_IMAGE})]({colab_url(notebook_name)})"
 
 
+def toc_entries() -> list[str]:
+    """The pages listed in ``_toc.yml`` (root first), as paths without suffix: ``book/01_patchify``."""
+    toc = (ROOT / "_toc.yml").read_text()
+    return re.findall(r"^\s*-?\s*(?:file|root):\s*(\S+)", toc, re.MULTILINE)
+
+
 def notebooks() -> list[pathlib.Path]:
     return sorted(p for p in BOOK.glob("*.ipynb"))
 

@@ -9,7 +9,6 @@ editable vit_lib (installed through one) is not importable until the cell instal
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -19,12 +18,10 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import book_notebooks
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("book_notebooks", ROOT / "scripts" / "notebooks.py")
-book_notebooks = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(book_notebooks)
 
 PROBE = """
 import importlib.util, json

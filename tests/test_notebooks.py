@@ -1,20 +1,16 @@
 """Notebook hygiene: what the book shows and nbval compares must come from a clean, in-order run."""
 
-import importlib.util
 import json
 import pathlib
 import re
 
+import book_notebooks
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("book_notebooks", ROOT / "scripts" / "notebooks.py")
-book_notebooks = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(book_notebooks)
 
 NOTEBOOKS = book_notebooks.notebooks()
-TOC = (ROOT / "_toc.yml").read_text()
-TOC_FILES = re.findall(r"^\s*-?\s*(?:file|root):\s*(\S+)", TOC, re.MULTILINE)
+TOC_FILES = book_notebooks.toc_entries()
 
 
 def load(path):

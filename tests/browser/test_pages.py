@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
+import book_notebooks
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +36,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-spec = importlib.util.spec_from_file_location("book_notebooks", ROOT / "scripts" / "notebooks.py")
-book_notebooks = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(book_notebooks)
 
-TOC_FILES = re.findall(r"^\s*-?\s*(?:file|root):\s*(\S+)", (ROOT / "_toc.yml").read_text(), re.MULTILINE)
+TOC_FILES = book_notebooks.toc_entries()
 NOTEBOOK_PAGES = {entry for entry in TOC_FILES if (ROOT / f"{entry}.ipynb").exists()}
 # Pages whose sources have display or inline math: the check must find it rendered there.
 MATH_PAGES = {
