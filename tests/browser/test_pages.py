@@ -47,6 +47,13 @@ MATH_PAGES = {
     if source.exists() and re.search(r"\$\$|(?<![\\$])\$[^$\s][^$\n]*\$", source.read_text())
 }
 
+RAW_TEX_JS = r"""() => {
+    const copy = document.querySelector('main, article, body').cloneNode(true);
+    copy.querySelectorAll('pre, code, script, style, mjx-container').forEach(e => e.remove());
+    const text = copy.textContent;
+    return ['$$', '\\(', '\\)', '\\[', '\\begin{'].filter(d => text.includes(d));
+}"""
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -129,9 +136,18 @@ def test_page_renders_offline(entry, server, browser):
         )
         inputs = page.evaluate("() => document.querySelectorAll('.cell_input').length")
         outputs = page.evaluate("() => document.querySelectorAll('.cell_output').length")
+        # TeX delimiters left in the visible prose (code, already typeset math and scripts aside)
+        raw_tex = page.evaluate(RAW_TEX_JS)
         colab_links = page.evaluate(
             "() => Array.from(document.querySelectorAll('a[href^=\"https://colab.research.google.com\"]'))"
             ".map(a => a.href)"
+        )
+        launch_links = page.evaluate(
+            "() => Array.from(document.querySelectorAll('.dropdown-launch-buttons a')).map(a => a.href)"
+        )
+        badge_links = page.evaluate(
+            "() => Array.from(document.querySelectorAll('a > img[alt=\"Open in Colab\"]'))"
+            ".map(img => img.parentElement.href)"
         )
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{entry.replace('/', '_')}.png"))
@@ -148,12 +164,14 @@ def test_page_renders_offline(entry, server, browser):
     if entry in MATH_PAGES:
         assert formulas > 0, "the source has math but MathJax rendered none"
     assert not raw_math, f"math left untypeset: {raw_math[:3]}"
+    assert not raw_tex, f"TeX delimiters in the visible text: {raw_tex[:3]}"
     if entry in NOTEBOOK_PAGES:
         assert inputs > 0 and outputs > 0
         expected = book_notebooks.colab_url(Path(entry).name + ".ipynb")
-        # the launch button in the header and the badge under the title
-        assert colab_links and set(colab_links) == {expected}, colab_links
-        assert len(colab_links) >= 2, colab_links
+        # the launch button in the header and the badge above the title, both to the same notebook
+        assert launch_links == [expected], launch_links
+        assert badge_links == [expected], badge_links
+        assert set(colab_links) == {expected}, colab_links
     assert not [u for u in visit.blocked if "mathjax" in u.lower()], "MathJax must come from the book"
 
 
