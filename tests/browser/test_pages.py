@@ -151,6 +151,9 @@ def test_page_renders_offline(entry, server, browser):
         )
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{entry.replace('/', '_')}.png"))
+        if outputs:  # and the first code cell that has an output, code and output together
+            cell = page.locator(".cell:has(.cell_input):has(.cell_output)").first
+            cell.screenshot(path=str(SCREENSHOTS / f"{entry.replace('/', '_')}-first-cell.png"))
         title = page.title()
     finally:
         visit.close()
