@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from vit_lib.notebook import book_data, setup
@@ -38,3 +39,16 @@ def test_book_data_downloads_from_the_repository_when_missing(tmp_path, monkeypa
     (raw / "x.json").write_text(json.dumps({"source": "repository"}))
     monkeypatch.chdir(tmp_path)  # no data/ folder here
     assert book_data("x.json", (tmp_path / "repo").as_uri()) == {"source": "repository"}
+
+
+def test_round_significant_keeps_what_the_prose_shows_and_drops_the_cpu_dependent_digits():
+    from vit_lib.notebook import round_significant
+
+    # the same float32 result computed on two CPUs (chapter 6's loss on an AMD EPYC and under
+    # ATEN_CPU_CAPABILITY=default): different last digits, the same stored value
+    assert round_significant(0.43241795897483826) == round_significant(0.43241915106773376) == 0.4324
+    assert round_significant(np.float32(13.856178)) == 13.86
+    assert round_significant(65504.0, digits=6) == 65504.0
+    assert round_significant(3) == 3 and round_significant(True) is True and round_significant("a") == "a"
+    with pytest.raises(ValueError, match="digits must be >= 1, got 0"):
+        round_significant(1.0, digits=0)

@@ -29,8 +29,16 @@ def setup(seed: int = 0, threads: int | None = 1) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def glue(name: str, value: Any, display: bool = False) -> None:
-    """``myst_nb.glue`` when the book is built; elsewhere (e.g. Colab) just show the value."""
+def glue(name: str, value: Any, display: bool = False, digits: int = 4) -> None:
+    """``myst_nb.glue`` when the book is built; elsewhere (e.g. Colab) just show the value.
+
+    A float is stored rounded to ``digits`` significant figures. The prose shows at most that many,
+    and nbval compares the stored value: the digits beyond the fourth of a float32 result depend on
+    the CPU (its vector width, its BLAS), so a full ``repr`` would make the book's tests fail on a
+    machine other than the one that executed it. Pass a larger ``digits`` for a value the prose shows
+    with more figures (an exact constant such as fp16's largest value, 65504).
+    """
+    value = round_significant(value, digits)
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
@@ -40,6 +48,15 @@ def glue(name: str, value: Any, display: bool = False) -> None:
             show(value)
         return
     myst_glue(name, value, display=display)
+
+
+def round_significant(value: Any, digits: int = 4) -> Any:
+    """``value`` rounded to ``digits`` significant figures if it is a float (Python or NumPy), else as is."""
+    if digits < 1:
+        raise ValueError(f"digits must be >= 1, got {digits}")
+    if isinstance(value, (float, np.floating)) and not isinstance(value, bool):
+        return float(f"{float(value):.{digits}g}")
+    return value
 
 
 def book_data(name: str, repository_url: str, branch: str = "main") -> Any:
