@@ -105,16 +105,6 @@ def load_kernels(device: torch.device) -> Any:
     return triton_kernels
 
 
-def strides(t: torch.Tensor) -> tuple[int, int, int]:
-    """The (batch, head, token) strides of a ``(b, h, n, d)`` tensor whose last axis is contiguous."""
-    return t.stride(0), t.stride(1), t.stride(2)
-
-
-def last_axis_contiguous(t: torch.Tensor) -> torch.Tensor:
-    """``t`` itself when its last axis has stride 1 (as after ``rearrange``), else a contiguous copy."""
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def cdiv(a: int, b: int) -> int:
     """``ceil(a / b)``: how many tiles of ``b`` rows cover ``a`` rows."""
     return -(-a // b)
@@ -128,14 +118,16 @@ def dot_precision(dtype: torch.dtype) -> str:
 def flash_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int, block_n: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the forward kernel: ``out (b, h, n_q, d)`` and ``lse2 (b, h, n_q)``, float32, base 2."""
+    """Launch the forward kernel on contiguous inputs: ``out (b, h, n_q, d)``, ``lse2 (b, h, n_q)``.
+
+    ``lse2`` is float32, in base 2: ``log2(sum_j 2^s_ij)`` with ``s = q k^T log2(e) / sqrt(d)``.
+    """
     b, h, n_q, d = q.shape
-    out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
+    out = torch.empty_like(q)
     lse2 = torch.empty((b, h, n_q), device=q.device, dtype=torch.float32)
     grid = (cdiv(n_q, block_m), h, b)  # one program instance per (query tile, head, image)
     load_kernels(q.device).flash_forward_kernel[grid](
-        q, k, v, out, lse2, *strides(q), *strides(k), *strides(v), *strides(out),
-        n_q, k.shape[2], d**-0.5 * LOG2_E,
+        q, k, v, out, lse2, n_q, k.shape[2], d**-0.5 * LOG2_E,
         HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
     return out, lse2
@@ -155,23 +147,22 @@ def flash_backward(
     b, h, n_q, d = q.shape
     n_kv = k.shape[2]
     kernels = load_kernels(q.device)
-    grad_out = last_axis_contiguous(grad_out)
+    grad_out = grad_out.contiguous()
     scale = d**-0.5
     # 1. delta_i = rowsum(dO * O): one float per query, read by both gradient kernels.
     delta = torch.empty_like(lse2)
     kernels.flash_backward_delta_kernel[(cdiv(n_q, block_m), h, b)](
-        out, grad_out, delta, *strides(out), *strides(grad_out), n_q, HEAD_DIM=d, BLOCK_M=block_m
+        out, grad_out, delta, n_q, HEAD_DIM=d, BLOCK_M=block_m
     )
-    dq, dk, dv = (torch.empty(t.shape, device=t.device, dtype=t.dtype) for t in (q, k, v))
-    args = (*strides(q), *strides(k), *strides(v), *strides(grad_out), n_q, n_kv, scale * LOG2_E, scale)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     tiles = {"HEAD_DIM": d, "BLOCK_M": block_m, "BLOCK_N": block_n, "PRECISION": dot_precision(q.dtype)}
     # 2. dK, dV: one program per key tile, looping over the query tiles.
     kernels.flash_backward_dk_dv_kernel[(cdiv(n_kv, block_n), h, b)](
-        q, k, v, grad_out, lse2, delta, dk, dv, *args, **tiles
+        q, k, v, grad_out, lse2, delta, dk, dv, n_q, n_kv, scale * LOG2_E, scale, **tiles
     )
-    # 3. dQ: one program per query tile, looping over the key tiles (no atomics needed).
+    # 3. dQ: one program per query tile, looping over the key tiles.
     kernels.flash_backward_dq_kernel[(cdiv(n_q, block_m), h, b)](
-        q, k, v, grad_out, lse2, delta, dq, *args, **tiles
+        q, k, v, grad_out, lse2, delta, dq, n_q, n_kv, scale * LOG2_E, scale, **tiles
     )
     return dq, dk, dv
 
@@ -181,7 +172,7 @@ class FlashAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, q, k, v, block_m: int, block_n: int) -> torch.Tensor:
-        q, k, v = (last_axis_contiguous(t) for t in (q, k, v))
+        q, k, v = (t.contiguous() for t in (q, k, v))  # a copy only for views, as from rearrange
         out, lse2 = flash_forward(q, k, v, block_m, block_n)
         ctx.save_for_backward(q, k, v, out, lse2)
         ctx.tiles = (block_m, block_n)
@@ -198,12 +189,14 @@ class FlashAttentionFunction(torch.autograd.Function):
 def flash_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_m: int = 64, block_n: int = 64
 ) -> torch.Tensor:
-    """``softmax(q k^T / sqrt(d)) v`` by the FlashAttention-2 kernels: ``(b, h, n, d)`` x3 -> ``(b, h, n, d)``.
+    """``softmax(q k^T / sqrt(d)) v`` by FlashAttention-2 kernels: ``(b, h, n, d)`` x3 -> ``(b, h, n, d)``.
 
     ``k`` and ``v`` may have another number of tokens than ``q``; ``d`` must be 16, 32, 64 or 128.
     ``block_m`` x ``block_n`` is the tile of queries x keys that one program instance works on.
     Extra memory grows as n, not n^2: the forward keeps one float per query (the logsumexp) for the
-    backward. Differentiable in ``q``, ``k`` and ``v``, once (no double backward).
+    backward. Inputs that are views (as ``rearrange`` makes them) are copied to contiguous memory
+    first, ``3 n d`` numbers per head, small next to the ``n^2`` scores the kernels never store.
+    Differentiable in ``q``, ``k`` and ``v``, once (no double backward).
     """
     check_flash_inputs(q, k, v, block_m, block_n)
     return FlashAttentionFunction.apply(q, k, v, block_m, block_n)
@@ -214,5 +207,5 @@ def flash_attention_lse(
 ) -> torch.Tensor:
     """The logsumexp the forward stores, ``logsumexp(q k^T / sqrt(d), dim=-1)``: ``(b, h, n_q)`` float32."""
     check_flash_inputs(q, k, v, block_m, block_n)
-    q, k, v = (last_axis_contiguous(t.detach()) for t in (q, k, v))
+    q, k, v = (t.detach().contiguous() for t in (q, k, v))
     return flash_forward(q, k, v, block_m, block_n)[1] / LOG2_E  # base 2 -> natural log
