@@ -19,7 +19,7 @@ from vit_lib import Attend, SimpleViT, attention_math, set_attention_backend
 
 pytest.importorskip("triton", reason="Triton is not installed here (it has no macOS or Windows wheels)")
 
-from vit_lib.triton_attention import flash_attention, flash_attention_lse, interpreter_active
+from vit_lib.triton_attention import default_tiles, flash_attention, flash_attention_lse, interpreter_active
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_ATOL, GRAD_ATOL = 1e-5, 1e-4  # float32 tolerances, against attention_math in float32
@@ -65,6 +65,14 @@ def test_forward_and_gradients_match_the_math_path(shape, tiles):
     out_err, grad_errs = errors(q, k, v, block_m=tiles[0], block_n=tiles[1])
     assert out_err <= OUT_ATOL, out_err
     assert max(grad_errs) <= GRAD_ATOL, grad_errs
+
+
+@interpreted
+def test_default_tiles_are_narrower_for_dim_head_128_and_give_the_same_result():
+    assert default_tiles(64) == (64, 64) and default_tiles(128) == (64, 32)
+    q, k, v = qkv((1, 1, 65, 128))
+    out_err, grad_errs = errors(q, k, v)  # default tiles: 64 x 32
+    assert out_err <= OUT_ATOL and max(grad_errs) <= GRAD_ATOL, (out_err, grad_errs)
 
 
 @interpreted

@@ -64,6 +64,12 @@ def interpreter_active() -> bool:
     return isinstance(tl.zeros, InterpretedFunction)
 
 
+def default_tiles(dim_head: int) -> tuple[int, int]:
+    """``(block_m, block_n)``: 64 x 64, or 64 x 32 for ``dim_head`` 128, so that the float32 tiles and
+    the pipelined K/V loads fit in a GPU's shared memory (a precaution, not a measured optimum)."""
+    return (64, 64) if dim_head <= 64 else (64, 32)
+
+
 def check_flash_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_m: int, block_n: int) -> None:
     """Raise a ``ValueError``/``TypeError`` naming the problem unless the kernels can take these inputs."""
     check_qkv(q, k, v)
@@ -89,6 +95,15 @@ def check_flash_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_
     for name, tile in (("block_m", block_m), ("block_n", block_n)):
         if isinstance(tile, bool) or tile not in TILE_SIZES:
             raise ValueError(f"{name} must be one of {TILE_SIZES}, got {tile!r}")
+
+
+def resolve_tiles(q: Any, block_m: int | None, block_n: int | None) -> tuple[Any, Any]:
+    """Fill in :func:`default_tiles` for the tile sizes left as ``None`` (before the checks run)."""
+    if block_m is not None and block_n is not None:
+        return block_m, block_n
+    d = q.shape[-1] if isinstance(q, torch.Tensor) and q.ndim == 4 else 64
+    default_m, default_n = default_tiles(d)
+    return (default_m if block_m is None else block_m), (default_n if block_n is None else block_n)
 
 
 def load_kernels(device: torch.device) -> Any:
@@ -187,25 +202,38 @@ class FlashAttentionFunction(torch.autograd.Function):
 
 
 def flash_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_m: int = 64, block_n: int = 64
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    block_m: int | None = None,
+    block_n: int | None = None,
 ) -> torch.Tensor:
     """``softmax(q k^T / sqrt(d)) v`` by FlashAttention-2 kernels: ``(b, h, n, d)`` x3 -> ``(b, h, n, d)``.
 
     ``k`` and ``v`` may have another number of tokens than ``q``; ``d`` must be 16, 32, 64 or 128.
-    ``block_m`` x ``block_n`` is the tile of queries x keys that one program instance works on.
+    ``block_m`` x ``block_n`` is the tile of queries x keys that one program instance works on (16,
+    32, 64 or 128 each; by default :func:`default_tiles`).
     Extra memory grows as n, not n^2: the forward keeps one float per query (the logsumexp) for the
     backward. Inputs that are views (as ``rearrange`` makes them) are copied to contiguous memory
     first, ``3 n d`` numbers per head, small next to the ``n^2`` scores the kernels never store.
     Differentiable in ``q``, ``k`` and ``v``, once (no double backward).
     """
+    block_m, block_n = resolve_tiles(q, block_m, block_n)
     check_flash_inputs(q, k, v, block_m, block_n)
     return FlashAttentionFunction.apply(q, k, v, block_m, block_n)
 
 
 def flash_attention_lse(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, block_m: int = 64, block_n: int = 64
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    block_m: int | None = None,
+    block_n: int | None = None,
 ) -> torch.Tensor:
     """The logsumexp the forward stores, ``logsumexp(q k^T / sqrt(d), dim=-1)``: ``(b, h, n_q)`` float32."""
+    block_m, block_n = resolve_tiles(q, block_m, block_n)
     check_flash_inputs(q, k, v, block_m, block_n)
     q, k, v = (t.detach().contiguous() for t in (q, k, v))
     return flash_forward(q, k, v, block_m, block_n)[1] / LOG2_E  # base 2 -> natural log
