@@ -6,6 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
+# Triton's interpreter (TRITON_INTERPRET=1) has to be on before triton is first imported. Where no GPU
+# is present (CI), no Triton kernel can be compiled anyway: switch it on for the session, so that
+# tests/test_triton_attention.py runs vit_lib's kernels on the CPU. On a GPU machine leave it as the
+# user set it: the compiled kernels are tested there (`TRITON_INTERPRET=1 pytest ...` for the CPU ones).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # scripts/notebooks.py (the set-up cell, the Colab badge, the table of contents) as `book_notebooks`,
 # for the tests that check the notebooks and the built book against it
 _spec = importlib.util.spec_from_file_location(

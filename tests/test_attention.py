@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend
 
-from vit_lib import Attend, SimpleViT, attention_math, sdpa_backends
+from vit_lib import Attend, SimpleViT, attention_math, sdpa_backends, set_attention_backend
 from vit_lib.attention import restrict_sdpa
 
 # (batch, heads, tokens, dim_head): a single token, odd and non-power-of-two lengths, ViT-B's 197.
@@ -136,3 +136,22 @@ def test_cuda_flash_kernel_is_chosen_in_bf16_on_ampere_or_newer():
         Attend(True)(q, q, q)
         torch.cuda.synchronize()
     assert any("flash" in e.key.lower() for e in prof.key_averages())
+
+
+def test_backend_names_the_path_and_use_flash_still_reads_as_upstream():
+    assert Attend().backend == "sdpa" and Attend(use_flash=False).backend == "math"
+    attend = Attend(backend="triton")
+    assert attend.use_flash and "triton" in repr(attend)
+    assert not Attend(use_flash=True, backend="math").use_flash  # backend overrides use_flash
+    with pytest.raises(ValueError, match=r"one of \('sdpa', 'math', 'triton'\), got 'flash'"):
+        Attend(backend="flash")
+
+
+def test_set_attention_backend_switches_every_attend_and_checks_the_name():
+    model = SimpleViT(image_size=8, patch_size=4, num_classes=2, dim=16, depth=2, heads=1, mlp_dim=8)
+    assert set_attention_backend(model, "math") is model
+    assert [m.backend for m in model.modules() if isinstance(m, Attend)] == ["math", "math"]
+    with pytest.raises(ValueError, match="got 'cuda'"):
+        set_attention_backend(model, "cuda")
+    with pytest.raises(ValueError, match="Linear has no Attend module"):
+        set_attention_backend(torch.nn.Linear(2, 2), "math")

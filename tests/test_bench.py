@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from vit_lib import SimpleViT, bench
+from vit_lib.triton_attention import triton_available
 
 QUICK = bench.MODEL_CONFIGS["quick"]
 
@@ -47,7 +48,16 @@ def test_attention_methods_per_device():
     assert bench.attention_methods("cpu") == ["math", "sdpa", "sdpa:FLASH_ATTENTION", "sdpa:MATH"]
     cuda = bench.attention_methods("cuda")
     assert cuda[:4] == ["math", "sdpa", "sdpa:FLASH_ATTENTION", "sdpa:EFFICIENT_ATTENTION"]
-    assert cuda[-1] == "sdpa:MATH"
+    triton = ["triton"] if triton_available() else []
+    assert cuda[-1 - len(triton) :] == ["sdpa:MATH", *triton]  # vit_lib's kernels on CUDA only
+
+
+def test_triton_method_calls_vit_libs_kernels():
+    pytest.importorskip("triton", reason="Triton is not installed here")
+    from vit_lib.triton_attention import flash_attention
+
+    assert bench.attention_call("triton") is flash_attention
+    assert bench.sdpa_kernel_name("triton", None, None, None) == "vit_lib.triton_kernels.flash_forward_kernel"
 
 
 def test_unknown_method_and_dtype_are_rejected():

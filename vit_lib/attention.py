@@ -108,27 +108,44 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"q and k must have the same dim_head, got {q.shape[3]} and {k.shape[3]}")
 
 
+ATTEND_BACKENDS = ("sdpa", "math", "triton")
+
+
 class Attend(nn.Module):
     """Attention core: ``(b, h, n, d)`` queries, keys, values -> ``(b, h, n, d)``.
 
     ``use_flash=True`` calls ``F.scaled_dot_product_attention`` restricted to the backends of
     :func:`sdpa_backends` for the input's device and dtype (decided per call, so moving the model
     between devices just works); ``use_flash=False`` runs :func:`attention_math`.
+
+    ``backend`` names the path instead and overrides ``use_flash``: ``"sdpa"``, ``"math"``, or
+    ``"triton"``, vit_lib's own FlashAttention-2 kernels (:func:`vit_lib.triton_attention.flash_attention`;
+    needs the ``triton`` package, and on the CPU Triton's interpreter). :func:`set_attention_backend`
+    switches every ``Attend`` of a model at once.
     """
 
-    def __init__(self, use_flash: bool = True) -> None:
+    def __init__(self, use_flash: bool = True, backend: str | None = None) -> None:
         super().__init__()
         if not isinstance(use_flash, bool):
             raise TypeError(f"use_flash must be a bool, got {use_flash!r}")
-        self.use_flash = use_flash
+        self.backend = check_backend(backend if backend is not None else ("sdpa" if use_flash else "math"))
+
+    @property
+    def use_flash(self) -> bool:
+        """True unless the math path runs (kept for upstream's spelling)."""
+        return self.backend != "math"
 
     def extra_repr(self) -> str:
-        return f"use_flash={self.use_flash}"
+        return f"use_flash={self.use_flash}" if self.backend != "triton" else "backend='triton'"
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         check_qkv(q, k, v)
-        if not self.use_flash:
+        if self.backend == "math":
             return attention_math(q, k, v)
+        if self.backend == "triton":
+            from vit_lib.triton_attention import flash_attention  # imports triton on first use
+
+            return flash_attention(q, k, v)
         device = q.device
         capability = cuda_capability(device.index or 0) if device.type == "cuda" else None
         backends = sdpa_backends(device.type, capability, q.dtype)
@@ -136,3 +153,24 @@ class Attend(nn.Module):
             return F.scaled_dot_product_attention(q, k, v)
         with restrict_sdpa(backends):
             return F.scaled_dot_product_attention(q, k, v)
+
+
+def check_backend(backend: str) -> str:
+    if backend not in ATTEND_BACKENDS:
+        raise ValueError(f"attention backend must be one of {ATTEND_BACKENDS}, got {backend!r}")
+    return backend
+
+
+def set_attention_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Run every :class:`Attend` inside ``model`` through ``backend``; returns ``model``.
+
+    No weights change, so e.g. ``set_attention_backend(model, "triton")`` swaps in the Triton
+    kernels and ``set_attention_backend(model, "sdpa")`` swaps them out again.
+    """
+    check_backend(backend)
+    attends = [m for m in model.modules() if isinstance(m, Attend)]
+    if not attends:
+        raise ValueError(f"{type(model).__name__} has no Attend module whose backend could be set")
+    for attend in attends:
+        attend.backend = backend
+    return model

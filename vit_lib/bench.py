@@ -49,6 +49,7 @@ from torch.utils import benchmark
 
 from vit_lib.attention import SDPBackend, attention_math, restrict_sdpa
 from vit_lib.model import SimpleViT
+from vit_lib.triton_attention import triton_available
 
 BOOK_DATA = Path("book") / "data"  # where chapter 8 reads results, relative to the repository root
 MiB = 2**20
@@ -141,22 +142,31 @@ FORCEABLE_BACKENDS = {
 
 
 def attention_methods(device_type: str) -> list[str]:
-    """``math`` (vit_lib's explicit path), ``sdpa`` (PyTorch's own choice), ``sdpa:<BACKEND>``."""
+    """``math`` (vit_lib's explicit path), ``sdpa`` (PyTorch's own choice), ``sdpa:<BACKEND>``, and on
+    CUDA, where Triton is installed, ``triton`` (vit_lib's FlashAttention-2 kernels; never on the CPU,
+    where they would run in Triton's interpreter, which cannot be timed meaningfully)."""
     forced = [b for b in FORCEABLE_BACKENDS.get(device_type, ("MATH",)) if hasattr(SDPBackend, b)]
-    return ["math", "sdpa"] + [f"sdpa:{b}" for b in forced]
+    triton = ["triton"] if device_type == "cuda" and triton_available() else []
+    return ["math", "sdpa"] + [f"sdpa:{b}" for b in forced] + triton
 
 
 def method_context(method: str) -> contextlib.AbstractContextManager:
     """The context to run ``method`` in: a one-backend restriction for ``sdpa:<BACKEND>``."""
     if method.startswith("sdpa:"):
         return restrict_sdpa([getattr(SDPBackend, method.split(":", 1)[1])])
-    if method in ("math", "sdpa"):
+    if method in ("math", "sdpa", "triton"):
         return contextlib.nullcontext()
-    raise ValueError(f"unknown attention method {method!r}; expected 'math', 'sdpa' or 'sdpa:<BACKEND>'")
+    raise ValueError(
+        f"unknown attention method {method!r}; expected 'math', 'sdpa', 'sdpa:<BACKEND>' or 'triton'"
+    )
 
 
 def attention_call(method: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     method_context(method)  # validates the name
+    if method == "triton":
+        from vit_lib.triton_attention import flash_attention  # imports triton
+
+        return flash_attention
     return attention_math if method == "math" else F.scaled_dot_product_attention
 
 
@@ -177,6 +187,8 @@ def sdpa_kernel_name(method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     """
     if method == "math":
         return None
+    if method == "triton":
+        return "vit_lib.triton_kernels.flash_forward_kernel"
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class RecordOps(TorchDispatchMode):
