@@ -18,6 +18,7 @@ help:
 	@echo "make tolerances  print the measured max abs differences behind the test tolerances"
 	@echo "make execute     run the notebooks (or NB=book/x.ipynb) from a fresh kernel, store outputs"
 	@echo "make sync-notebooks  rewrite the notebooks' Colab set-up cell and metadata"
+	@echo "make colab       rewrite colab/, the Colab edition of the chapters (after editing a chapter)"
 	@echo "make bench       re-measure the CPU benchmarks behind chapter 8 (about 10 minutes)"
 	@echo "make clean       remove the build output"
 
@@ -84,3 +85,7 @@ bench-quick: $(STAMP)  ## the benchmarks on tiny sizes, printing only (what test
 
 digits-ablation: $(STAMP)  ## re-measure book/data/digits_ablation.json (chapter 6), a few minutes
 	$(PY) scripts/digits_ablation.py
+
+.PHONY: colab
+colab: $(STAMP)  ## rewrite colab/NN_*.ipynb, the Colab edition of book/NN_*.ipynb (tests fail when stale)
+	$(PY) scripts/colab_edition.py
