@@ -226,6 +226,26 @@ class Chapter(myst_to_markdown.Renderer):
         page, title = self.book.labels[target]
         return link(text or title, book_notebooks.book_page_url(page, target))
 
+    def substitution(self, name: str) -> str:
+        substitutions = {"repository_url": book_notebooks.repository_url()}  # _config.yml's
+        if name not in substitutions:
+            raise ValueError(f"{self.path.name}: no value for the substitution {{{{ {name} }}}}")
+        self.count("substitution")
+        return substitutions[name]
+
+    def relative_link(self, target: str) -> str:
+        path, _, anchor = target.partition("#")
+        page = posixpath.normpath(posixpath.join("book", path))
+        self.count("link")
+        if re.search(r"\.(md|ipynb)$", page):
+            page = page.rsplit(".", 1)[0]
+            if page not in self.book.titles:
+                raise ValueError(f"{self.path.name}: the link ({target}) names no page of the book")
+            return book_notebooks.book_page_url(page, anchor)
+        if not (ROOT / page).exists():
+            raise ValueError(f"{self.path.name}: the link ({target}) names no file of the repository")
+        return book_notebooks.github_file_url(page) + "?raw=true"  # images and data, from GitHub
+
     def literalinclude(self, argument: str, options: dict[str, str]) -> str:
         from sphinx.directives.code import LiteralIncludeReader
 

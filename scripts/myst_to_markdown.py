@@ -20,11 +20,16 @@ TARGET = re.compile(r"^\s*\((?P<label>[^()\s]+)\)=\s*$")  # (label)= above a hea
 MATH_LABEL = re.compile(
     r"^(?P<close>.*\$\$)\s*\((?P<label>[^()\s]+)\)\s*$", re.MULTILINE
 )  # $$ ... $$ (label)
-# a role `{name}` followed by a code span, or a plain code span, which is left alone
+# a role `{name}` followed by a code span; a plain code span, which is left alone; a substitution
+# {{ name }} (myst_substitutions); the target of a Markdown link or image, ](target)
 INLINE = re.compile(
-    r"\{(?P<role>[a-z][\w:-]*)\}(?P<ticks>`+)(?P<content>.+?)(?P=ticks)|(?P<code>(?P<cticks>`+).+?(?P=cticks))",
+    r"\{(?P<role>[a-z][\w:-]*)\}(?P<ticks>`+)(?P<content>.+?)(?P=ticks)"
+    r"|(?P<code>(?P<cticks>`+).+?(?P=cticks))"
+    r"|\{\{\s*(?P<substitution>[\w.]+)\s*\}\}"
+    r"|\]\((?P<target>[^()\s]+)\)",
     re.DOTALL,
 )
+ABSOLUTE = re.compile(r"^([a-z][\w+.-]*:|#|<)", re.IGNORECASE)  # https:, mailto:, data:, #anchor, <url>
 
 ADMONITIONS = {
     "note", "tip", "hint", "important", "warning", "caution", "attention", "danger", "error", "seealso",
@@ -41,6 +46,13 @@ class Renderer:
         raise NotImplementedError
 
     def glue_block(self, name: str, key: str, options: dict[str, str]) -> str:
+        raise NotImplementedError
+
+    def substitution(self, name: str) -> str:
+        raise NotImplementedError
+
+    def relative_link(self, target: str) -> str:
+        """The address a link or image relative to the notebook's folder has outside the book."""
         raise NotImplementedError
 
     def count(self, construct: str) -> None:
@@ -96,6 +108,11 @@ def convert_inline(text: str, renderer: Renderer) -> str:
     def replace(match: re.Match) -> str:
         if match["code"]:
             return match["code"]
+        if match["substitution"]:
+            return renderer.substitution(match["substitution"])
+        if match["target"]:
+            target = match["target"]
+            return match[0] if ABSOLUTE.match(target) else f"]({renderer.relative_link(target)})"
         return renderer.role(match["role"], match["content"])
 
     def drop_label(match: re.Match) -> str:

@@ -34,6 +34,9 @@ MYST_LEFT = {
     "target": re.compile(r"^\s*\([^()\s]+\)=\s*$", re.MULTILINE),
     "comment": re.compile(r"^%", re.MULTILINE),
     "equation label": re.compile(r"\$\$\s*\([^()\s]+\)\s*$", re.MULTILINE),
+    "substitution": re.compile(r"\{\{\s*[\w.]+\s*\}\}"),
+    # not MyST, but as dead on Colab: a link or image relative to book/, where the notebook is not
+    "relative link": re.compile(r"\]\((?![a-z][\w+.-]*:|#|<)[^()\s]+\)", re.IGNORECASE),
 }
 
 
@@ -128,6 +131,12 @@ class Recorder(myst_to_markdown.Renderer):
     def glue_block(self, name, key, options):
         return f"[{name} {key}]"
 
+    def substitution(self, name):
+        return f"<sub {name}>"
+
+    def relative_link(self, target):
+        return f"https://example.org/{target}"
+
     def count(self, construct):
         self.counts[construct] = self.counts.get(construct, 0) + 1
 
@@ -154,6 +163,7 @@ def test_converter_renders_roles_directives_and_leaves_code_alone():
             "```",
             "% a comment",
             "$$ x = 1 $$ (eq-one)",
+            "From {{ repository_url }}: [a page](other.md), [`code`](https://example.com/x).",
         ]
     )
     recorder = Recorder()
@@ -164,6 +174,10 @@ def test_converter_renders_roles_directives_and_leaves_code_alone():
     assert "```python\n{doc}`inside code`\n```" in out
     assert "> **Note**\n>\n> A note." in out
     assert "[include ../vit_lib/model.py [('pyobject', 'SimpleViT')]]" in out
+    assert (
+        "From <sub repository_url>: [a page](https://example.org/other.md), [`code`](https://example.com/x)."
+        in out
+    )
     assert recorder.counts == {"target": 2, "dropdown": 1, "admonition": 1, "literalinclude": 1, "comment": 1}
 
 
@@ -195,6 +209,11 @@ def test_roles_render_as_the_book_shows_them(book):
     with pytest.raises(ValueError, match=r"not in references\.bib"):
         chapter.role("cite", "no_such_key")
     assert "def pair(" in chapter.literalinclude("../vit_lib/patches.py", {"pyobject": "pair"})
+    assert chapter.relative_link("02_position_embeddings.ipynb#summary") == (
+        f"{book_notebooks.book_url()}book/02_position_embeddings.html#summary"
+    )
+    assert chapter.relative_link("images/colab-badge.svg").endswith("/book/images/colab-badge.svg?raw=true")
+    assert chapter.substitution("repository_url") == book_notebooks.repository_url()
 
 
 def test_book_url_is_github_pages_of_the_repository():
