@@ -47,7 +47,7 @@ RUNTIMES: dict[str, str | None] = {
 HIDDEN_TAGS = {"hide-cell", "hide-input", "remove-cell", "remove-input"}
 EDITION_TAG = "colab-edition"
 # counted constructs, in the order `make colab` prints them
-COLUMNS = ("glue", "cite", "literalinclude", "admonition", "dropdown", "ref", "doc", "hidden cell")
+COLUMNS = ("glue", "cite", "literalinclude", "admonition", "dropdown", "ref", "doc", "target", "hidden cell")
 
 
 class Book:
