@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import pathlib
 import posixpath
 import re
@@ -26,6 +25,7 @@ import types
 import nbformat
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import bibliography
 import myst_to_markdown
 import notebooks as book_notebooks
 
@@ -54,9 +54,9 @@ class Book:
     """What every chapter's rendering needs: the bibliography, page titles, and the labels of targets."""
 
     def __init__(self) -> None:
-        from pybtex.database import parse_file
-
-        self.entries = parse_file(str(BIBLIOGRAPHY)).entries
+        self.bibliography = bibliography.Bibliography(
+            BIBLIOGRAPHY, book_notebooks.book_page_url("book/bibliography")
+        )
         self.titles: dict[str, str] = {}
         self.labels: dict[str, tuple[str, str]] = {}  # label -> (page, the heading below it)
         for page in book_notebooks.toc_entries():
@@ -71,61 +71,8 @@ class Book:
             for match in re.finditer(r"^\(([^()\s]+)\)=\s*\n(?:\s*\n)*(?:#+ (.+))?", text, re.MULTILINE):
                 self.labels[match.group(1)] = (page, (match.group(2) or match.group(1)).strip())
 
-    @staticmethod
-    @functools.cache
-    def text(latex: str) -> str:
-        """BibTeX's LaTeX as plain text (``R{\\'e}`` -> ``Ré``); cached: pybtex looks up plugins each call."""
-        from pybtex.richtext import Text
 
-        return Text.from_latex(latex).render_as("text")
-
-    def url(self, key: str) -> str:
-        fields = self.entries[key].fields
-        if "url" in fields:
-            return fields["url"]
-        found = re.search(r"\\url\{([^}]+)\}", fields.get("howpublished", ""))
-        if found:
-            return found.group(1)
-        if "doi" in fields:
-            return f"https://doi.org/{fields['doi']}"
-        return book_notebooks.book_page_url("book/bibliography")
-
-    def authors(self, key: str) -> str:
-        """The author part of a label: ``Dao``, ``Loshchilov and Hutter``, ``Dosovitskiy et al.``"""
-        names = [self.text(" ".join(p.last_names)) for p in self.entries[key].persons.get("author", [])]
-        if not names:
-            return key
-        if len(names) > 2 or names[-1] == "others":  # BibTeX's "and others"
-            return f"{names[0]} et al."
-        return " and ".join(names)
-
-    def year(self, key: str) -> str:
-        return self.entries[key].fields.get("year", "n.d.")
-
-    def full_entry(self, key: str) -> str:
-        entry = self.entries[key]
-        people = [
-            self.text(" ".join(p.first_names + p.middle_names + p.prelast_names + p.last_names))
-            for p in entry.persons.get("author", [])
-        ]
-        if people[-1] == "others":
-            authors = ", ".join(people[:-1]) + " et al."
-        else:
-            authors = people[0] if len(people) == 1 else ", ".join(people[:-1]) + " and " + people[-1]
-        fields = entry.fields
-        venue = fields.get("booktitle") or fields.get("journal") or fields.get("institution") or ""
-        if venue and "volume" in fields:
-            venue += f" {fields['volume']}" + (f"({fields['number']})" if "number" in fields else "")
-        if venue and "pages" in fields:
-            venue += ", pp. " + fields["pages"].replace("--", "\u2013")  # BibTeX's -- is an en dash
-        title = self.text(fields["title"])
-        return f"{authors} ({self.year(key)}). {link(title, self.url(key))}." + (
-            f" *{self.text(venue)}*." if venue else ""
-        )
-
-
-def link(text: str, url: str) -> str:
-    return f"[{text}](<{url}>)" if re.search(r"[\s()<>]", url) else f"[{text}]({url})"
+link = myst_to_markdown.link
 
 
 def glued_values(nb) -> dict[str, dict]:
@@ -201,14 +148,11 @@ class Chapter(myst_to_markdown.Renderer):
 
     def cite(self, keys: list[str], textual: bool) -> str:
         for key in keys:
-            if key not in self.book.entries:
+            if key not in self.book.bibliography.entries:
                 raise ValueError(f"{self.path.name}: {key!r} is not in {BIBLIOGRAPHY.name}")
             if key not in self.cited:
                 self.cited.append(key)
-        book = self.book
-        if textual:
-            return ", ".join(link(f"{book.authors(k)} ({book.year(k)})", book.url(k)) for k in keys)
-        return "(" + "; ".join(link(f"{book.authors(k)}, {book.year(k)}", book.url(k)) for k in keys) + ")"
+        return self.book.bibliography.cite(keys, textual)
 
     def cross_reference(self, name: str, content: str) -> str:
         explicit = re.fullmatch(r"(.+?)\s*<([^<>]+)>", content, re.DOTALL)
@@ -270,20 +214,19 @@ class Chapter(myst_to_markdown.Renderer):
         return myst_to_markdown.code_fence(data["text/plain"], "")
 
     def references_cell(self) -> str:
-        bibliography = link("Bibliography", book_notebooks.book_page_url("book/bibliography"))
-        entries = sorted(self.cited, key=lambda k: (self.book.authors(k).lower(), self.book.year(k)))
+        page = link("Bibliography", book_notebooks.book_page_url("book/bibliography"))
         return (
             "### Works cited in this chapter\n\n"
-            f"From the book's {bibliography} (`book/references.bib`).\n\n"
-            + "\n".join(f"- {self.book.full_entry(k)}" for k in entries)
+            f"From the book's {page} (`book/references.bib`).\n\n"
+            + "\n".join(f"- {entry}" for entry in self.book.bibliography.full_entries(self.cited))
         )
 
 
 def fold(source: str) -> str:
     """A code cell the book hides, as Colab's form view shows it: folded under a ``# @title``."""
-    first, _, rest = source.partition("\n")
+    first, newline, rest = source.partition("\n")
     if re.match(r"#\s*(?!NBVAL|noqa|@title)\S", first):  # a comment that says what the cell is
-        return f"# @title {first.lstrip('#').strip()}\n{rest}".rstrip("\n")
+        return f"# @title {first.lstrip('#').strip()}{newline}{rest}"
     return f"# @title Hidden in the book: show the code\n{source}"
 
 

@@ -187,3 +187,8 @@ def details(summary: str, body: str) -> str:
 def blockquote(title: str, body: str) -> str:
     lines = ([title, ""] if title else []) + body.strip().split("\n")
     return "\n".join(f"> {line}".rstrip() for line in lines)
+
+
+def link(text: str, url: str) -> str:
+    """A Markdown link; an address with spaces or parentheses goes in angle brackets."""
+    return f"[{text}](<{url}>)" if re.search(r"[\s()<>]", url) else f"[{text}]({url})"

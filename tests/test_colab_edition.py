@@ -109,7 +109,7 @@ class TestEdition:
         last = "".join(cells(COLAB / path.name)[-1]["source"])
         assert last.startswith("### Works cited in this chapter")
         for key in keys:
-            assert book.url(key) in last, key
+            assert book.bibliography.url(key) in last, key
 
 
 def test_chapter_7_asks_for_a_gpu():
