@@ -19,6 +19,8 @@ help:
 	@echo "make tolerances  print the measured max abs differences behind the test tolerances"
 	@echo "make execute     run the notebooks (or NB=book/x.ipynb) from a fresh kernel, store outputs"
 	@echo "make sync-notebooks  rewrite the notebooks' Colab set-up cell and metadata"
+	@echo "make colab       rewrite colab/, the Colab edition of the chapters (after editing a chapter)"
+	@echo "make newest      run every colab/ notebook in a fresh venv of the newest packages (registry; 8-20 min)"
 	@echo "make bench       re-measure the CPU benchmarks behind chapter 8 (about 10 minutes)"
 	@echo "make clean       remove the build output"
 
@@ -93,3 +95,12 @@ bench-quick: $(STAMP)  ## the benchmarks on tiny sizes, printing only (what test
 
 digits-ablation: $(STAMP)  ## re-measure book/data/digits_ablation.json (chapter 6), a few minutes
 	$(PY) scripts/digits_ablation.py
+
+.PHONY: colab newest
+colab: $(STAMP)  ## rewrite colab/NN_*.ipynb, the Colab edition of book/NN_*.ipynb (tests fail when stale)
+	$(PY) scripts/colab_edition.py
+
+# Not part of `make test`: it needs the package registry and takes minutes; .ci/run runs it as its
+# own step. Needs no project venv: it builds its own under _build/newest.
+newest:  ## every Colab-edition notebook, top to bottom, in a fresh venv of the newest releases
+	$(PYTHON) scripts/newest_packages.py

@@ -5,7 +5,9 @@
 
 The repository URL in the set-up cell and in the "Open in Colab" badge above each title comes from
 `repository.url` (and `repository.branch`) in `_config.yml`, the one place it lives;
-`tests/test_notebooks.py` fails if a notebook drifts from what `sync` writes.
+`tests/test_notebooks.py` fails if a notebook drifts from what `sync` writes. Every address derived
+from it (Colab's, GitHub's, the published book's on GitHub Pages) is built here. The badge opens the
+notebook's Colab edition, `colab/<name>.ipynb` (written by `scripts/colab_edition.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import nbformat
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
+COLAB = ROOT / "colab"  # the Colab edition of each chapter (scripts/colab_edition.py)
 SETUP_TAG = "colab-setup"
 BADGE_TAG = "colab-badge"
 # A local image, so that the badge renders in the offline book and in the browser test; GitHub's
@@ -61,14 +64,37 @@ def setup_source() -> str:
     return SETUP_TEMPLATE.format(url=repository_url())
 
 
-def colab_url(notebook_name: str) -> str:
-    """Colab's address for ``book/<notebook_name>`` in the GitHub repository of ``_config.yml``."""
+def github_owner_repo() -> str:
+    """``owner/name`` of the GitHub repository in ``_config.yml`` (Colab and Pages need GitHub)."""
     prefix = "https://github.com/"
     url = repository_url()
     if not url.startswith(prefix):
         raise SystemExit(f"Colab opens notebooks from GitHub; repository.url {url!r} is not a GitHub URL")
-    owner_repo = url.removeprefix(prefix).removesuffix(".git").strip("/")
-    return f"https://colab.research.google.com/github/{owner_repo}/blob/{repository_branch()}/book/{notebook_name}"
+    return url.removeprefix(prefix).removesuffix(".git").strip("/")
+
+
+def colab_url(notebook_name: str) -> str:
+    """Colab's address for the Colab edition ``colab/<notebook_name>`` in the repository's branch."""
+    return (
+        f"https://colab.research.google.com/github/{github_owner_repo()}/blob/{repository_branch()}"
+        f"/{COLAB.name}/{notebook_name}"
+    )
+
+
+def book_url() -> str:
+    """The published book: GitHub Pages of the repository, ``https://OWNER.github.io/REPO/``."""
+    owner, repo = github_owner_repo().split("/")
+    return f"https://{owner.lower()}.github.io/{repo}/"
+
+
+def book_page_url(page: str, anchor: str = "") -> str:
+    """The published page of a source path without suffix (``book/01_patchify``), optionally ``#anchor``."""
+    return f"{book_url()}{page}.html" + (f"#{anchor}" if anchor else "")
+
+
+def github_file_url(path: str) -> str:
+    """GitHub's page for a file of the repository's branch, e.g. ``book/01_patchify.ipynb``."""
+    return f"https://github.com/{github_owner_repo()}/blob/{repository_branch()}/{path}"
 
 
 def badge_source(notebook_name: str) -> str:

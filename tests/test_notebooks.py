@@ -22,12 +22,14 @@ def code_cells(path):
 
 
 def test_colab_urls_are_built_from_the_repository_setting():
+    # the badge (and the header's launch button) open the Colab edition, colab/, not the MyST source
     owner_repo = book_notebooks.repository_url().removeprefix("https://github.com/")
     url = book_notebooks.colab_url("01_patchify.ipynb")
     assert url == (
         f"https://colab.research.google.com/github/{owner_repo}/blob/"
-        f"{book_notebooks.repository_branch()}/book/01_patchify.ipynb"
+        f"{book_notebooks.repository_branch()}/colab/01_patchify.ipynb"
     )
+    assert (ROOT / "colab" / "01_patchify.ipynb").is_file()
     assert re.fullmatch(r"[\w.-]+/[\w.-]+", owner_repo), owner_repo
     assert (ROOT / "book" / book_notebooks.BADGE_IMAGE).is_file()
 
