@@ -43,6 +43,7 @@ RUNTIMES: dict[str, str | None] = {
     "06_training_digits.ipynb": None,  # trains in about a minute on a CPU
     "07_cifar10_gpu.ipynb": "T4",  # CIFAR-10 training: minutes on a T4, hours on Colab's CPU
     "08_performance.ipynb": "T4",  # benchmarks the kernels of the GPU it runs on
+    "09_flash_attention_triton.ipynb": None,  # Triton's interpreter (compiled kernels: untested on a GPU)
 }
 HIDDEN_TAGS = {"hide-cell", "hide-input", "remove-cell", "remove-input"}
 EDITION_TAG = "colab-edition"
@@ -70,6 +71,13 @@ class Book:
             self.titles[page] = title.group(1).strip() if title else page
             for match in re.finditer(r"^\(([^()\s]+)\)=\s*\n(?:\s*\n)*(?:#+ (.+))?", text, re.MULTILINE):
                 self.labels[match.group(1)] = (page, (match.group(2) or match.group(1)).strip())
+            # named figures ({figure} or {glue:figure} with :name:), numbered per page as the book
+            # numbers them: {numref} renders "Fig. N"
+            figures = re.finditer(
+                r"^```\{(?:figure|glue:figure)\}.*\n(?::\w+:.*\n)*?:name:\s*(\S+)", text, re.MULTILINE
+            )
+            for number, match in enumerate(figures, start=1):
+                self.labels[match.group(1)] = (page, f"Fig. {number}")
 
 
 link = myst_to_markdown.link
