@@ -16,7 +16,9 @@ from pathlib import Path
 
 @functools.cache
 def _book_notebooks(srcdir: str):
-    spec = importlib.util.spec_from_file_location("book_notebooks", Path(srcdir) / "scripts" / "notebooks.py")
+    spec = importlib.util.spec_from_file_location(
+        "book_notebooks", Path(srcdir) / "scripts" / "notebooks.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -27,12 +27,16 @@ def copy_mathjax(app, exception) -> None:
     if exception is not None or app.builder.format != "html":
         return
     destination = Path(app.outdir) / "_static" / TARGET
-    shutil.copytree(ES5, destination, ignore=_top_level_bundles_except_ours, dirs_exist_ok=True)
+    shutil.copytree(
+        ES5, destination, ignore=_top_level_bundles_except_ours, dirs_exist_ok=True
+    )
 
 
 def setup(app):
     if not (ES5 / COMPONENT).is_file():
-        raise RuntimeError(f"MathJax not found at {ES5 / COMPONENT}; pip install django-static-mathjax")
+        raise RuntimeError(
+            f"MathJax not found at {ES5 / COMPONENT}; pip install django-static-mathjax"
+        )
     # a relative mathjax_path is taken relative to _static
     app.config.mathjax_path = f"{TARGET}/{COMPONENT}"
     app.connect("build-finished", copy_mathjax)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 
 def fix_page(app, pagename, templatename, context, doctree) -> None:
-    context.setdefault("default_mode", "auto")  # read by the theme's first inline script
+    context.setdefault(
+        "default_mode", "auto"
+    )  # read by the theme's first inline script
     scripts = context.get("script_files")
     if not scripts:
         return
@@ -21,7 +23,9 @@ def fix_page(app, pagename, templatename, context, doctree) -> None:
     for script in scripts:
         # an inline script's filename is None or "" depending on who added it; its body is an attribute
         attributes = getattr(script, "attributes", {})
-        key = f"{getattr(script, 'filename', script) or ''}|{sorted(attributes.items())}"
+        key = (
+            f"{getattr(script, 'filename', script) or ''}|{sorted(attributes.items())}"
+        )
         if key not in seen:
             seen.add(key)
             unique.append(script)
