@@ -40,7 +40,10 @@ import sys
 REPOSITORY_URL = "{url}"
 if importlib.util.find_spec("vit_lib") is None:
     source = os.environ.get("VIT_LIB_SOURCE", f"git+{{REPOSITORY_URL}}")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"vit-lib[book] @ {{source}}"], check=True)"""  # noqa: E501 - 2 characters shorter once formatted
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"vit-lib[book] @ {{source}}"],
+        check=True,
+    )"""
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 LANGUAGE_INFO = {"name": "python"}
