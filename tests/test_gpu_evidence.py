@@ -90,8 +90,8 @@ def test_dry_run_figures(dry_run):
     }
     assert all(r["time_s"] > 0 for r in rows) and attention["skipped"] == []
 
-    (sweep,) = load(out / "bench_model_gpu.json")["sweeps"]
-    results = {(r["model"], r["compiled"]): r for r in sweep["results"]}
+    eager, compiled = load(out / "bench_model_gpu.json")["sweeps"]  # eager first: compiling may run long
+    results = {(r["model"], r["compiled"]): r for r in eager["results"] + compiled["results"]}
     assert set(results) == {(m, c) for m in ("vit_lib", "timm") for c in (False, True)}
     for row in results.values():
         assert row["images_per_s"] > 0 and row["mfu"] is None  # no bf16 peak for a CPU
@@ -153,6 +153,9 @@ def test_the_summary_keeps_every_step_whatever_happened_to_the_others(tmp_path, 
     assert gpu_evidence.main(["--dry", "--out-dir", str(tmp_path), "--only", "cuda_tests", "attention"]) == 1
     steps = load(tmp_path / gpu_evidence.SUMMARY)["steps"]
     assert steps["cuda_tests"]["status"] == "timeout"
+    # its own share; then the next step gets its share plus what the first left unused
+    assert steps["cuda_tests"]["budget_s"] == pytest.approx(STEPS["cuda_tests"][1], abs=1)
+    assert steps["attention"]["budget_s"] >= STEPS["attention"][1]
     assert (steps["attention"]["status"], steps["attention"]["error"]) == ("error", "CUDA error: boom")
 
 
