@@ -53,9 +53,8 @@ def machine(device: torch.device) -> dict[str, Any]:
         env["cudnn"] = torch.backends.cudnn.version()
         with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
             query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
-            env["driver"] = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.split()[
-                0
-            ]
+            answer = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout
+            env["driver"] = answer.split()[0]
     return env
 
 
@@ -99,8 +98,9 @@ def cuda_tests(step: Step) -> None:
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         tests = []
         for case in ElementTree.parse(junit).iter("testcase") if junit.exists() else []:
-            outcome = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
-            message = next((c.get("message", "") for c in case if c.tag == outcome), "")
+            tag = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), None)
+            message = next((c.get("message", "") for c in case if c.tag == tag), "")
+            outcome = {"failure": "failed", "error": "error", "skipped": "skipped", None: "passed"}[tag]
             tests.append(
                 {
                     "test": f"{case.get('classname')}::{case.get('name')}",
@@ -108,7 +108,7 @@ def cuda_tests(step: Step) -> None:
                     "message": message[:300],
                 }
             )
-    counts = {o: sum(t["outcome"] == o for t in tests) for o in ("passed", "failure", "error", "skipped")}
+    counts = {o: sum(t["outcome"] == o for t in tests) for o in ("passed", "failed", "error", "skipped")}
     output = (done.stdout + done.stderr)[-3000:]
     step.save(
         {
