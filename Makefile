@@ -22,6 +22,12 @@ help:
 	@echo "make colab       rewrite colab/, the Colab edition of the chapters (after editing a chapter)"
 	@echo "make newest      run every colab/ notebook in a fresh venv of the newest packages (registry; 8-20 min)"
 	@echo "make bench       re-measure the CPU benchmarks behind chapter 8 (about 10 minutes)"
+	@echo "make gpu-evidence      on a CUDA GPU, no .venv, no network, under 8 minutes: CUDA tests, compile"
+	@echo "                 check, attention/model benchmarks, a chapter-7 epoch -> book/data/*_gpu.json"
+	@echo "                 (GPU_EVIDENCE_OUT=dir to write elsewhere; upstream from .gpu/vit_pytorch-*.whl)."
+	@echo "                 On the device machine, one run call: carry [\".gpu\"], command"
+	@echo "                 'PYTHONPATH=. make gpu-evidence GPU_EVIDENCE_OUT=\$$OUT' (README.md, GPU evidence)"
+	@echo "make gpu-evidence-dry  the same steps on the CPU at tiny sizes, into _build/gpu-evidence-dry"
 	@echo "make clean       remove the build output"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -104,3 +110,13 @@ colab: $(STAMP)  ## rewrite colab/NN_*.ipynb, the Colab edition of book/NN_*.ipy
 # own step. Needs no project venv: it builds its own under _build/newest.
 newest:  ## every Colab-edition notebook, top to bottom, in a fresh venv of the newest releases
 	$(PYTHON) scripts/newest_packages.py
+
+# The GPU machine has no .venv (its python3 holds torch, timm, triton): no $(STAMP) here, and nothing
+# to install. Upstream vit-pytorch comes from a wheel in .gpu/ (or $$VIT_PYTORCH_WHEEL) when there is one.
+.PHONY: gpu-evidence gpu-evidence-dry
+GPU_EVIDENCE_OUT ?= book/data
+gpu-evidence:  ## on a CUDA GPU: CUDA tests, compile check, benchmarks, an epoch -> $(GPU_EVIDENCE_OUT)/*_gpu.json
+	$(PYTHON) scripts/gpu_evidence.py --out-dir $(GPU_EVIDENCE_OUT)
+
+gpu-evidence-dry: $(STAMP)  ## every gpu-evidence step on the CPU at tiny sizes (tests/test_gpu_evidence.py)
+	$(PY) scripts/gpu_evidence.py --dry --out-dir _build/gpu-evidence-dry

@@ -161,3 +161,56 @@ def test_default_output_is_book_data_in_the_repository_else_the_current_folder(t
     assert bench.default_out("model", cpu) == bench.Path("bench_model_cpu.json")
     (tmp_path / "book" / "data").mkdir(parents=True)
     assert bench.default_out("attention", cpu) == bench.Path("book/data/bench_attention_cpu.json")
+
+
+def test_timm_vit_does_simplevits_matrix_products_except_the_images_gradient():
+    # why model_sweep credits timm with SimpleViT's FLOPs in its MFU: the same matmuls, except that its
+    # patch convolution reads the images directly and so skips their gradient
+    config = QUICK
+    timm_vit = bench.build_models(config, ["timm"])["timm"]
+    for module in timm_vit.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False  # explicit matmuls, which FlopCounterMode counts on the CPU
+    images = torch.randn(2, config.channels, config.image_size, config.image_size)
+    patch_projection = 2 * config.num_tokens * config.channels * config.patch_size**2 * config.dim
+    expected = 2 * (bench.vit_flops_per_image(config, training=True) - patch_projection)
+    assert bench.counted_flops(timm_vit, images, training=True) == expected
+
+
+def test_a_variant_that_fails_to_compile_is_recorded_and_the_others_timed():
+    def broken_compiler(graph_module, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    report = bench.model_sweep(
+        QUICK,
+        device=torch.device("cpu"),
+        models=["vit_lib"],
+        compile_backend=broken_compiler,
+        rounds=1,
+        steps=1,
+        warmup_steps=0,
+        show_progress=False,
+        quick=True,
+    )
+    eager, compiled = report["results"]
+    assert eager["images_per_s"] > 0 and "error" not in eager
+    assert compiled["compiled"] and "no compiler here" in compiled["error"]
+    assert "images_per_s" not in compiled
+    assert report["baseline"] == "vit_lib eager"
+
+
+def test_triton_method_that_cannot_run_is_recorded_not_raised():
+    # a head width the kernel does not take (24): its ValueError becomes the row's error
+    report = bench.attention_sweep(
+        [16],
+        [torch.float32],
+        device=torch.device("cpu"),
+        heads=2,
+        dim_head=24,
+        methods=["triton"],
+        min_run_time=0.01,
+        measure_memory=False,
+        show_progress=False,
+    )
+    (row,) = report["results"]
+    assert row["method"] == "triton" and row["error"] and "time_s" not in row

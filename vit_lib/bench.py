@@ -162,6 +162,8 @@ def method_context(method: str) -> contextlib.AbstractContextManager:
 
 
 def attention_call(method: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The function that runs ``method``; ``triton`` is ``vit_lib.triton_attention.flash_attention``
+    (CUDA only; an ImportError where that module or Triton is missing)."""
     method_context(method)  # validates the name
     if method == "triton":
         from vit_lib.triton_attention import flash_attention  # imports triton
@@ -315,7 +317,9 @@ def attention_sweep(
                     key = f"{method} {row['dtype']}"
                     if key not in kernels:
                         kernels[key] = sdpa_kernel_name(method, q, k, v)
-                except RuntimeError as error:  # e.g. "No available kernel" for a forced backend
+                # e.g. "No available kernel" for a forced backend, a kernel that rejects a dtype: one
+                # point's failure is recorded, and the sweep goes on
+                except Exception as error:
                     row["error"] = first_line(error)
                 rows.append(row)
                 bar.update()
@@ -333,8 +337,11 @@ def attention_sweep(
 
 
 def first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:200]
+    """The error's first line, and the next one where the first only introduces it (dynamo's
+    ``backend='inductor' raised:`` before the compiler's own error)."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+    text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    return text[:300]
 
 
 # ----------------------------------------------------------------------------- model sweep
@@ -471,6 +478,7 @@ class Variant:
     step: Callable[[], torch.Tensor]
     images_per_s: list[float]
     first_step_s: float = math.nan
+    error: str | None = None  # why its warm-up failed (e.g. a compiler error); then it is not timed
 
     @property
     def label(self) -> str:
@@ -484,7 +492,7 @@ def make_variant(
     images: torch.Tensor,
     labels: torch.Tensor,
     amp_dtype: torch.dtype | None,
-    compile_backend: str,
+    compile_backend: str | Callable,
 ) -> Variant:
     model = copy.deepcopy(model).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -554,11 +562,17 @@ def model_sweep(
     rounds: int = 5,
     steps: int = 10,
     warmup_steps: int = 3,
-    compile_backend: str = "inductor",
+    compile_backend: str | Callable = "inductor",
     show_progress: bool = True,
     quick: bool = False,
 ) -> dict[str, Any]:
-    """Training-step throughput of each model x mode, interleaved round by round."""
+    """Training-step throughput of each model x mode, interleaved round by round.
+
+    A variant whose warm-up raises (a compiler error, say) gets a row with its ``error`` and is not
+    timed; the others are. MFU counts SimpleViT's matmul FLOPs for every model, timm's too: its ViT
+    of the same config does the same matrix products (only its patch convolution skips the gradient
+    of the images, 0.4 % of ViT-S/16's FLOPs), so equal work per image is credited equally.
+    """
     generator = torch.Generator().manual_seed(0)
     shape = (config.batch_size, config.channels, config.image_size, config.image_size)
     images = torch.randn(shape, generator=generator).to(device)
@@ -587,27 +601,33 @@ def model_sweep(
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")
         for variant in variants:  # warm-up: compilation, allocator, thread pools
-            variant.first_step_s = timed_steps(variant, 1, device)
-            timed_steps(variant, warmup_steps, device)
+            try:
+                variant.first_step_s = timed_steps(variant, 1, device)
+                timed_steps(variant, warmup_steps, device)
+            except Exception as error:
+                variant.error = first_line(error)
             bar.update()
+        running = [v for v in variants if v.error is None]
         for _ in range(rounds):
-            for variant in variants:
+            for variant in running:
                 seconds = timed_steps(variant, steps, device)
                 variant.images_per_s.append(steps * config.batch_size / seconds)
                 bar.update()
     bar.close()
     # after the timed rounds, so the profiler's overhead cannot disturb them
-    profiles = (
-        [profile_step(v) for v in variants if v.model_name == "vit_lib"] if device.type == "cpu" else []
-    )
+    profiles = [profile_step(v) for v in running if v.model_name == "vit_lib"] if device.type == "cpu" else []
 
-    baseline = next((v for v in variants if v.model_name == "upstream" and not v.compiled), variants[0])
-    base = statistics.median(baseline.images_per_s)
+    baseline = next((v for v in running if v.model_name == "upstream" and not v.compiled), None)
+    baseline = baseline or (running[0] if running else variants[0])
+    base = statistics.median(baseline.images_per_s) if baseline.images_per_s else math.nan
     env = environment(device)
     peak = peak_bf16_flops(env.get("gpu", "")) if amp_dtype == torch.bfloat16 else None
     matmul_flops = measured_matmul_flops(device, amp_dtype or torch.float32, size=256 if quick else 2048)
     rows = []
     for variant in variants:
+        if variant.error is not None:
+            rows.append({"model": variant.model_name, "compiled": variant.compiled, "error": variant.error})
+            continue
         median = statistics.median(variant.images_per_s)
         row = {
             "model": variant.model_name,
@@ -618,10 +638,9 @@ def model_sweep(
             "ratio_vs_upstream_eager": median / base,
             "first_step_s": variant.first_step_s,
         }
-        if variant.model_name != "timm":  # the formula is SimpleViT's
-            row["achieved_flops"] = median * flops_per_image
-            row["fraction_of_matmul_peak"] = row["achieved_flops"] / matmul_flops
-            row["mfu"] = row["achieved_flops"] / peak if peak else None
+        row["achieved_flops"] = median * flops_per_image
+        row["fraction_of_matmul_peak"] = row["achieved_flops"] / matmul_flops
+        row["mfu"] = row["achieved_flops"] / peak if peak else None
         rows.append(row)
     return {
         "kind": "model",
@@ -673,6 +692,9 @@ def print_model(report: dict[str, Any]) -> None:
     print(f"{header} {'of matmul peak':>15} {'MFU':>7}")
     for row in report["results"]:
         label = f"{row['model']} {'compiled' if row['compiled'] else 'eager'}"
+        if "error" in row:
+            print(f"{label:22} failed: {row['error'][:80]}")
+            continue
         mfu = "-" if row.get("mfu") is None else f"{row['mfu']:.1%}"
         of_peak = "-" if "fraction_of_matmul_peak" not in row else f"{row['fraction_of_matmul_peak']:.1%}"
         print(
