@@ -68,9 +68,11 @@ def test_the_check_catches_summed_gradients_that_the_weights_hide(check):
     assert summed["weight_max_abs_diff"] < WEIGHT_ATOL
 
 
-def test_ring_all_reduce_equals_the_backends_all_reduce(check):
-    # with 2 processes each element is one addition a + b, in either order: exact
+def test_ring_all_reduce_equals_the_backends_all_reduce_and_ddp(check):
+    # with 2 processes each element is one addition a + b, in either order, and halving is exact in
+    # binary floating point: the hand-made all-reduce and averaging must match gloo's and DDP's bit for bit
     assert check["ring_vs_all_reduce_max_abs"] == 0.0
+    assert check["scratch_vs_ddp"] == {"grad_max_abs_diff": 0.0, "weight_max_abs_diff": 0.0}
 
 
 def test_shards_of_a_step_are_the_global_batch_of_one_process():

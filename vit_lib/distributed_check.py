@@ -137,12 +137,19 @@ def check(
         (distributed.ring_all_reduce(vector.clone()) - distributed.all_reduce_sum(vector)).abs().max().item(),
         context.device,
     )
+    runs = {}
     for mode in modes:
-        grads, weights = run_steps(mode, dataset, global_batch, steps, context, seed)
+        grads, weights = runs[mode] = run_steps(mode, dataset, global_batch, steps, context, seed)
         result[mode] = {
             "grad_max_abs_diff": global_max(max_abs_diff(grads, ref_grads), context.device),
             "grad_norm_ratio": norm(grads) / norm(ref_grads),
             "weight_max_abs_diff": global_max(max_abs_diff(weights, ref_weights), context.device),
+        }
+    if "scratch" in runs and "ddp" in runs:  # the hand-made all-reduce against DDP's, directly
+        (scratch_grads, scratch_weights), (ddp_grads, ddp_weights) = runs["scratch"], runs["ddp"]
+        result["scratch_vs_ddp"] = {
+            "grad_max_abs_diff": global_max(max_abs_diff(scratch_grads, ddp_grads), context.device),
+            "weight_max_abs_diff": global_max(max_abs_diff(scratch_weights, ddp_weights), context.device),
         }
     return result
 
