@@ -137,7 +137,7 @@ def shard_train_loader(loader: DataLoader, context: Context, seed: int = 0) -> D
         num_workers=loader.num_workers,
         pin_memory=loader.pin_memory,
         drop_last=loader.drop_last,
-        persistent_workers=loader.num_workers > 0,
+        persistent_workers=loader.persistent_workers,
     )
 
 
