@@ -18,7 +18,11 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from vit_lib import distributed
+from vit_lib.checkpoint import load_model
+from vit_lib.data import digits_loaders
 from vit_lib.distributed_check import synthetic_digits
+from vit_lib.train import main as train_cli
+from vit_lib.training import evaluate
 
 GRAD_ATOL = 1e-6
 WEIGHT_ATOL = 1e-6
@@ -130,9 +134,56 @@ def test_without_torchrun_everything_is_one_process(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     context = distributed.setup("cpu")
     assert context == distributed.Context() and context.is_main and not context.distributed
+    assert distributed.current_context("cpu") == context and distributed.is_main() and distributed.rank() == 0
     x = torch.arange(5.0)
     assert torch.equal(distributed.ring_all_reduce(x.clone()), x)
     assert torch.equal(distributed.all_reduce_sum(x), x)
     model = torch.nn.Linear(3, 2)
     state = distributed.full_state_dict(model)
     assert state.keys() == model.state_dict().keys()
+
+
+def test_torchrun_cli_trains_the_digits_with_fsdp_and_one_process_loads_the_checkpoint(tmp_path):
+    checkpoint = tmp_path / "digits_fsdp.pt"
+    result = run_torchrun(
+        2,
+        "vit_lib.train",
+        *("--dataset", "digits", "--parallel", "fsdp", "--epochs", "2", "--threads", "1", "--no-progress"),
+        *("--checkpoint", str(checkpoint)),
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, f"rank 0 alone prints the JSON line: {result.stdout!r}"
+    summary = json.loads(lines[0])
+    assert summary["world_size"] == 2 and summary["parallel"] == "fsdp"
+    assert summary["batch_size"] == 64 and summary["epochs"] == 2  # the preset's global batch
+    # the gathered full state dict loads into a plain SimpleViT in this single process, and its accuracy
+    # on the whole test set is what the two processes reported from their halves of it
+    model = load_model(checkpoint)
+    _, accuracy = evaluate(model, digits_loaders().test, torch.device("cpu"))
+    assert round(accuracy, 4) == summary["test_accuracy"]
+    assert accuracy > 0.3  # two epochs (measured: 0.62) are far from chance (0.1)
+
+
+def refuse_to_start(*args, **kwargs):
+    raise AssertionError("the command line must refuse these arguments before it starts any work")
+
+
+def test_cli_refuses_a_global_batch_the_processes_cannot_share(monkeypatch, capsys):
+    monkeypatch.setattr(distributed, "setup", refuse_to_start)
+    for name, value in dict(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", "1")
+    with pytest.raises(SystemExit):
+        train_cli(["--dataset", "digits", "--batch-size", "65"])
+    assert (
+        "--batch-size 65 (the global batch) must be divisible by the 2 processes" in capsys.readouterr().err
+    )
+
+
+def test_cli_refuses_fsdp_without_torchrun(monkeypatch, capsys):
+    monkeypatch.setattr(distributed, "setup", refuse_to_start)
+    for name in distributed.TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit):
+        train_cli(["--dataset", "digits", "--parallel", "fsdp"])
+    assert "--parallel fsdp needs several processes: launch with torchrun" in capsys.readouterr().err

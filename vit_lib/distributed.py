@@ -89,6 +89,26 @@ def setup(device: str | torch.device = "auto", timeout_s: float = 600.0) -> Cont
     return Context(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
+def current_context(device: torch.device | str = "cpu") -> Context:
+    """The :class:`Context` of this process after :func:`setup` (one process when there was none)."""
+    device = torch.device(device)
+    if not dist.is_initialized():
+        return Context(device=device)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    return Context(
+        rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device
+    )
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """Rank 0 (or a single process): the one that logs, prints results and writes checkpoints."""
+    return rank() == 0
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -96,7 +116,7 @@ def teardown() -> None:
 
 def print0(*args: object, **kwargs: object) -> None:
     """``print`` on rank 0 only (or in a single process)."""
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if is_main():
         print(*args, **kwargs)
 
 
@@ -187,15 +207,23 @@ def wrap_model(model: nn.Module, parallel: str, context: Context) -> nn.Module:
 
         device_ids = [context.device.index] if context.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.device_mesh import init_device_mesh
+
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:  # torch < 2.6 has FSDP2 under its first, private name
+        from torch.distributed._composable.fsdp import fully_shard
 
     # FSDP2 warns that a block returns a view (nn.Linear's output on (b, n, d) is one), because an
     # in-place op on it would skip the hook that all-gathers the parameters for the backward pass.
     # Transformer.forward adds the residual out of place (x = attn(x) + x), so the warning is moot.
     warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    # the mesh of the model's device type, not FSDP's default (the machine's accelerator, even for a
+    # CPU run with gloo on a machine that has a GPU)
+    mesh = init_device_mesh(context.device.type, (context.world_size,))
     for attention, feed_forward in model.transformer.layers:  # one unit per block: one all-gather
-        fully_shard([attention, feed_forward])
-    fully_shard(model)
+        fully_shard([attention, feed_forward], mesh=mesh)
+    fully_shard(model, mesh=mesh)
     return model
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vit_lib import distributed
 from vit_lib._checks import as_int, check_number, check_positive_int
 from vit_lib.checkpoint import (  # noqa: F401 - load_checkpoint, load_model, save_checkpoint: re-exported
     FORMAT,
@@ -135,10 +136,12 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tupl
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast(device):
             logits = model(images)
+        # cross_entropy skips the label PADDING_LABEL (its ignore_index), which pads the evaluation
+        # shards of a distributed run to equal length; so do the counts
         total_loss += nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
         correct += (logits.argmax(-1) == labels).sum()
-        count += len(labels)
-    total_loss, correct = _to_host(total_loss, correct)
+        count += (labels != distributed.PADDING_LABEL).sum()
+    total_loss, correct, count = _to_host(total_loss, correct, count)
     return total_loss / count, correct / count
 
 
@@ -146,12 +149,16 @@ def _sum_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
-def _to_host(total: torch.Tensor, correct: torch.Tensor | int) -> tuple[float, int]:
-    """Both sums in one device-to-host copy (the only sync of an epoch)."""
-    if not isinstance(correct, torch.Tensor):  # an empty loader
-        return total.item(), 0
-    total, correct = torch.stack([total, correct.to(total.dtype)]).tolist()
-    return total, round(correct)
+def _to_host(
+    total: torch.Tensor, correct: torch.Tensor | int, count: torch.Tensor | int
+) -> tuple[float, int, int]:
+    """The three sums in one device-to-host copy (the only sync of an epoch); in a distributed run,
+    summed over all processes first (one all-reduce), so that every process gets the global figures."""
+    sums = torch.stack(
+        [total, *(torch.as_tensor(n, device=total.device).to(total.dtype) for n in (correct, count))]
+    )
+    total, correct, count = distributed.all_reduce_sum(sums).tolist()
+    return total, round(correct), round(count)
 
 
 @torch.no_grad()
@@ -177,6 +184,7 @@ def train(
     resume: str | pathlib.Path | dict | None = None,
     model_config: dict | None = None,
     extra: dict | None = None,
+    parallel: str | None = None,
 ) -> History:
     """Train ``model`` in place for ``config.epochs`` epochs; evaluate after each one.
 
@@ -186,6 +194,12 @@ def train(
     ``resume``: such a checkpoint (a path, or the dict ``read_checkpoint`` returned): continue that run
     after its last completed epoch. With the same loaders and config, a resumed run ends with the same
     weights and history as one that was never interrupted (on the CPU, bit for bit).
+
+    ``parallel``: ``"ddp"`` or ``"fsdp"`` in a process group (``vit_lib.distributed.setup``, under
+    torchrun), with loaders sharded by ``vit_lib.distributed``: the model is wrapped (DDP) or sharded
+    (FSDP2) here, metrics are summed over the processes, and rank 0 alone writes the checkpoint. An FSDP
+    checkpoint holds the full weights (gathered from the shards) but no optimizer state: it loads in a
+    single process, but does not resume.
     """
     device = torch.device(device)
     steps_per_epoch = len(train_loader)
@@ -198,13 +212,24 @@ def train(
         checkpoint = check_writable(checkpoint)
         model_config = simplevit_config(model) if model_config is None else dict(model_config)
         warn_if_unrepeatable(train_loader)
+    if parallel is not None and resume is not None:
+        raise ValueError(
+            f"resume is not supported with parallel={parallel!r} yet (each process would need its own random "
+            "state back, and FSDP its optimizer shards); resume in a single process, or start afresh"
+        )
     state = None
     if resume is not None:
         state = resume if isinstance(resume, dict) else read_checkpoint(resume, require=RESUME_KEYS)
         check_resumable(state, config, steps_per_epoch)
 
-    torch.manual_seed(config.seed)
+    # Per process in a distributed run: the random augmentations must differ between the processes
+    # (the weights were initialised before, from the same seed everywhere). seed + 0 in a single process.
+    torch.manual_seed(config.seed + distributed.rank())
     model.to(device)
+    if parallel is not None:  # before the optimizer: FSDP replaces the parameters by their shards
+        wrapped = distributed.wrap_model(model, parallel, distributed.current_context(device))
+    else:
+        wrapped = model
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = warmup_cosine(
         optimizer, round(config.warmup_epochs * steps_per_epoch), config.epochs * steps_per_epoch
@@ -213,7 +238,7 @@ def train(
     scaler = grad_scaler(device)
     # The model that steps: compiled, and (for several processes) where a DistributedDataParallel
     # wrapper goes. `model` itself is what is saved and evaluated against.
-    step_model = torch.compile(model) if config.compile else model
+    step_model = torch.compile(wrapped) if config.compile else wrapped
     history, start_epoch = History(), 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -245,24 +270,28 @@ def train(
             history.test_accuracy.append(test_accuracy)
         history.seconds.append(time.perf_counter() - start)
         if checkpoint is not None:
-            write_checkpoint(
-                checkpoint,
-                {
-                    "format": FORMAT,
-                    "version": VERSION,
-                    "model": model.state_dict(),
-                    "config": model_config,
-                    "extra": dict(extra or {}),
-                    "epoch": epoch + 1,
-                    "train_config": dataclasses.asdict(config),
-                    "steps_per_epoch": steps_per_epoch,
+            # a collective under FSDP (every process sends its shards); only rank 0 writes
+            weights = distributed.full_state_dict(model) if parallel == "fsdp" else model.state_dict()
+            saved = {
+                "format": FORMAT,
+                "version": VERSION,
+                "model": weights,
+                "config": model_config,
+                "extra": dict(extra or {}),
+                "epoch": epoch + 1,
+                "train_config": dataclasses.asdict(config),
+                "steps_per_epoch": steps_per_epoch,
+                "history": dataclasses.asdict(history),
+            }
+            if parallel != "fsdp":  # FSDP's optimizer state is sharded: a weights-only checkpoint
+                saved |= {
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
                     "rng": rng_state(train_loader, device),
-                    "history": dataclasses.asdict(history),
-                },
-            )
+                }
+            if distributed.is_main():
+                write_checkpoint(checkpoint, saved)
         if bar is not None:
             bar.update()
             bar.set_postfix(
@@ -306,5 +335,5 @@ def train_one_epoch(
         total_loss += loss.detach().to(total_loss.dtype) * len(labels)
         correct += (logits.argmax(-1) == labels).sum()
         count += len(labels)
-    total_loss, correct = _to_host(total_loss, correct)
+    total_loss, correct, count = _to_host(total_loss, correct, count)
     return total_loss / count, correct / count
