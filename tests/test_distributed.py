@@ -175,9 +175,8 @@ def test_cli_refuses_a_global_batch_the_processes_cannot_share(monkeypatch, caps
     monkeypatch.setenv("MASTER_PORT", "1")
     with pytest.raises(SystemExit):
         train_cli(["--dataset", "digits", "--batch-size", "65"])
-    assert (
-        "--batch-size 65 (the global batch) must be divisible by the 2 processes" in capsys.readouterr().err
-    )
+    error = capsys.readouterr().err
+    assert "argument --batch-size: 65 (the global batch) must be divisible by the 2 processes" in error
 
 
 def test_cli_refuses_fsdp_without_torchrun(monkeypatch, capsys):
@@ -186,4 +185,6 @@ def test_cli_refuses_fsdp_without_torchrun(monkeypatch, capsys):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit):
         train_cli(["--dataset", "digits", "--parallel", "fsdp"])
-    assert "--parallel fsdp needs several processes: launch with torchrun" in capsys.readouterr().err
+    assert (
+        "argument --parallel: fsdp needs several processes; launch with torchrun" in capsys.readouterr().err
+    )

@@ -59,6 +59,11 @@ def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
+def world_size_from_env() -> int:
+    """How many processes torchrun started (1 without torchrun): known before any process group exists."""
+    return int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
+
+
 def backend_for(device: torch.device) -> str:
     """NCCL moves CUDA tensors GPU to GPU; gloo works on CPU tensors (and is what tests use)."""
     return "nccl" if device.type == "cuda" else "gloo"
