@@ -1,6 +1,6 @@
 """Data-parallel training with ``torch.distributed``: one process per device, each on its own shard.
 
-Launch with ``torchrun --nproc_per_node=N ...``. torchrun starts N copies of the program and tells each
+Launch with ``torchrun --nproc-per-node=N ...``. torchrun starts N copies of the program and tells each
 its place through environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``); :func:`setup` reads them and joins the process group (NCCL on CUDA, gloo on the CPU).
 Without torchrun every helper here is a no-op for a single process, so the same training code runs both
