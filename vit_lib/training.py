@@ -8,11 +8,13 @@ import contextlib
 import dataclasses
 import math
 import pathlib
+import random
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -203,7 +205,9 @@ def train(
         state = resume if isinstance(resume, dict) else read_checkpoint(resume, require=RESUME_KEYS)
         check_resumable(state, config, steps_per_epoch)
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # and Python's and NumPy's, which augmentations may draw from
+    random.seed(config.seed)
+    np.random.seed(config.seed)  # noqa: NPY002 - the legacy global generator is the one they use
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = warmup_cosine(
