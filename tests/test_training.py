@@ -481,3 +481,23 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"resumable vit_lib checkpoint"):
         save_checkpoint(tmp_path / "weights.pt", tiny_model())
         run_noisy(tmp_path / "other.pt", resume=tmp_path / "weights.pt", epochs=1)
+
+
+def test_the_model_config_is_read_back_exactly_through_wrappers(tmp_path):
+    from vit_lib.checkpoint import simplevit_config
+
+    kwargs = dict(image_size=(8, 12), patch_size=(4, 2), num_classes=3, dim=16, depth=2, heads=2, mlp_dim=24)
+    model = SimpleViT(**kwargs, channels=1, dim_head=8, use_flash=False)
+
+    class Compiled(nn.Module):  # what torch.compile returns keeps the module as `_orig_mod`
+        def __init__(self, module):
+            super().__init__()
+            self._orig_mod = module
+
+    for wrapped in (model, nn.DataParallel(model), Compiled(model)):
+        assert simplevit_config(wrapped) == kwargs | dict(channels=1, dim_head=8, use_flash=False)
+    save_checkpoint(tmp_path / "wrapped.pt", Compiled(nn.DataParallel(model)))
+    images = torch.randn(2, 1, 8, 12)
+    assert torch.equal(load_model(tmp_path / "wrapped.pt")(images), model.eval()(images))
+    with pytest.raises(ValueError, match=r"Sequential.*pass model_config"):
+        simplevit_config(nn.Sequential(nn.Linear(2, 2)))

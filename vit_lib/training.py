@@ -33,6 +33,7 @@ from vit_lib.checkpoint import (  # noqa: F401 - load_checkpoint, load_model, sa
     save_checkpoint,
     set_rng_state,
     simplevit_config,
+    unwrap,
     warn_if_unrepeatable,
     write_checkpoint,
 )
@@ -188,6 +189,8 @@ def train(
     ``resume``: such a checkpoint (a path, or the dict ``read_checkpoint`` returned): continue that run
     after its last completed epoch. With the same loaders and config, a resumed run ends with the same
     weights and history as one that was never interrupted (on the CPU, bit for bit).
+
+    Seeds torch's, Python's and NumPy's global generators with ``config.seed`` first.
     """
     device = torch.device(device)
     steps_per_epoch = len(train_loader)
@@ -220,7 +223,7 @@ def train(
     step_model = torch.compile(model) if config.compile else model
     history, start_epoch = History(), 0
     if state is not None:
-        model.load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:  # empty when saved from a disabled scaler (no fp16)
@@ -254,7 +257,7 @@ def train(
                 {
                     "format": FORMAT,
                     "version": VERSION,
-                    "model": model.state_dict(),
+                    "model": unwrap(model).state_dict(),  # the keys of a plain SimpleViT
                     "config": model_config,
                     "extra": dict(extra or {}),
                     "epoch": epoch + 1,
