@@ -141,20 +141,28 @@ def read_checkpoint(path: str | pathlib.Path, require: tuple[str, ...] = ("model
         raise FileNotFoundError(f"{str(path)!r} does not exist or is not a file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ... by file type
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except Exception as error:  # UnpicklingError, RuntimeError, EOFError, KeyError ... by kind of file
+        reason = str(error).strip().split(". ")[0].splitlines()[0][:120] if str(error).strip() else ""
         raise ValueError(
-            f"{str(path)!r} is not a checkpoint torch.load(weights_only=True) can read: {first_line}"
+            f"{str(path)!r} is not a checkpoint: torch.load(weights_only=True) cannot read it "
+            f"({type(error).__name__}{': ' + reason if reason else ''})"
         ) from None
     if not isinstance(state, dict):
         raise ValueError(f"{str(path)!r} holds a {type(state).__name__}, not a vit_lib checkpoint (a dict)")
     missing = [key for key in require if key not in state]
     if missing:
-        kind = "a resumable " if "optimizer" in missing else "a "
+        keys = sorted(map(str, state))
+        if "model" in missing:  # most likely a bare state dict, or somebody else's checkpoint
+            what = "a vit_lib checkpoint: it has no 'model' entry (the weights)"
+        elif "config" in missing:
+            what = "a vit_lib checkpoint with its model: it has no 'config' entry (the model's arguments)"
+        elif set(TRAINING_KEYS) <= set(missing):
+            what = "a resumable vit_lib checkpoint: it holds a model but no training state (save_checkpoint)"
+        else:
+            what = f"a resumable vit_lib checkpoint: it has no {', '.join(map(repr, missing))}"
         raise ValueError(
-            f"{str(path)!r} is not {kind}vit_lib checkpoint: it has no {', '.join(map(repr, missing))} "
-            f"(its keys: {', '.join(map(repr, sorted(map(str, state))[:6])) or 'none'}"
-            f"{', ...' if len(state) > 6 else ''})"
+            f"{str(path)!r} is not {what}; its keys: {', '.join(map(repr, keys[:4])) or 'none'}"
+            + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
         )
     return state
 

@@ -18,6 +18,7 @@ DDP does for us; the book checks them against DDP.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -112,6 +113,20 @@ def rank() -> int:
 def is_main() -> bool:
     """Rank 0 (or a single process): the one that logs, prints results and writes checkpoints."""
     return rank() == 0
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Rank 0 runs the block first, the others once it is done: one process downloads a dataset, the
+    others then find it on disk instead of writing the same files at the same time."""
+    first = not dist.is_initialized() or is_main()
+    if not first:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if first and dist.is_initialized():
+            dist.barrier()
 
 
 def teardown() -> None:

@@ -8,11 +8,13 @@ import contextlib
 import dataclasses
 import math
 import pathlib
+import random
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -32,6 +34,7 @@ from vit_lib.checkpoint import (  # noqa: F401 - load_checkpoint, load_model, sa
     save_checkpoint,
     set_rng_state,
     simplevit_config,
+    unwrap,
     warn_if_unrepeatable,
     write_checkpoint,
 )
@@ -195,6 +198,9 @@ def train(
     after its last completed epoch. With the same loaders and config, a resumed run ends with the same
     weights and history as one that was never interrupted (on the CPU, bit for bit).
 
+    Seeds torch's, Python's and NumPy's global generators with ``config.seed`` first (``config.seed +
+    rank`` in a distributed run).
+
     ``parallel``: ``"ddp"`` or ``"fsdp"`` in a process group (``vit_lib.distributed.setup``, under
     torchrun), with loaders sharded by ``vit_lib.distributed``: the model is wrapped (DDP) or sharded
     (FSDP2) here, metrics are summed over the processes, and rank 0 alone writes the checkpoint. An FSDP
@@ -222,9 +228,12 @@ def train(
         state = resume if isinstance(resume, dict) else read_checkpoint(resume, require=RESUME_KEYS)
         check_resumable(state, config, steps_per_epoch)
 
-    # Per process in a distributed run: the random augmentations must differ between the processes
-    # (the weights were initialised before, from the same seed everywhere). seed + 0 in a single process.
-    torch.manual_seed(config.seed + distributed.rank())
+    # seed + rank: in a distributed run the random augmentations must differ between the processes (the
+    # weights were initialised before, from the same seed everywhere); seed + 0 in a single process.
+    seed = config.seed + distributed.rank()
+    torch.manual_seed(seed)  # and Python's and NumPy's, which augmentations may draw from
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - the legacy global generator is the one they use
     model.to(device)
     if parallel is not None:  # before the optimizer: FSDP replaces the parameters by their shards
         wrapped = distributed.wrap_model(model, parallel, distributed.current_context(device))
@@ -241,7 +250,7 @@ def train(
     step_model = torch.compile(wrapped) if config.compile else wrapped
     history, start_epoch = History(), 0
     if state is not None:
-        model.load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:  # empty when saved from a disabled scaler (no fp16)
@@ -271,7 +280,7 @@ def train(
         history.seconds.append(time.perf_counter() - start)
         if checkpoint is not None:
             # a collective under FSDP (every process sends its shards); only rank 0 writes
-            weights = distributed.full_state_dict(model) if parallel == "fsdp" else model.state_dict()
+            weights = distributed.full_state_dict(model) if parallel == "fsdp" else unwrap(model).state_dict()
             saved = {
                 "format": FORMAT,
                 "version": VERSION,
