@@ -42,6 +42,7 @@ RUNTIMES: dict[str, str | None] = {
     "05_simplevit.ipynb": None,
     "06_training_digits.ipynb": None,  # trains in about a minute on a CPU
     "07_cifar10_gpu.ipynb": "T4",  # CIFAR-10 training: minutes on a T4, hours on Colab's CPU
+    "07b_distributed_training.ipynb": None,  # two CPU processes (gloo), as tested
     "08_performance.ipynb": "T4",  # benchmarks the kernels of the GPU it runs on
     "09_flash_attention_triton.ipynb": None,  # Triton's interpreter (compiled kernels: untested on a GPU)
 }
