@@ -149,7 +149,9 @@ def cifar10_loaders(
             pin_memory=pin,
             generator=generator,
             drop_last=True,
-            persistent_workers=num_workers > 0,
+            # New workers each epoch take their seeds from `generator`, whose state a training checkpoint
+            # saves: a resumed run then draws the same crops and flips (persistent workers would not).
+            persistent_workers=False,
         ),
         test=DataLoader(test, batch_size=2 * batch_size, num_workers=num_workers, pin_memory=pin),
         image_size=32,
