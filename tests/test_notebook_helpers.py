@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from vit_lib.notebook import book_data, setup
+from vit_lib.notebook import book_data, book_data_path, setup
 
 
 def test_setup_seeds_and_pins_threads():
@@ -39,6 +40,20 @@ def test_book_data_downloads_from_the_repository_when_missing(tmp_path, monkeypa
     (raw / "x.json").write_text(json.dumps({"source": "repository"}))
     monkeypatch.chdir(tmp_path)  # no data/ folder here
     assert book_data("x.json", (tmp_path / "repo").as_uri()) == {"source": "repository"}
+
+
+def test_book_data_prefers_the_first_folder_that_has_the_file(tmp_path, monkeypatch):
+    # chapter 8 on a GPU: the reader's own bench output in the current folder beats the stored copy
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.json").write_text(json.dumps({"source": "book"}))
+    monkeypatch.chdir(tmp_path)
+    never = "https://example.invalid/never-used"
+    assert book_data("x.json", never, folders=(".", "data")) == {"source": "book"}
+    (tmp_path / "x.json").write_text(json.dumps({"source": "reader"}))
+    assert book_data("x.json", never, folders=(".", "data")) == {"source": "reader"}
+    assert book_data("x.json", never) == {"source": "book"}  # default: data/ only
+    assert book_data_path("x.json", (".", "data")) == Path("x.json")
+    assert book_data_path("missing.json", (".", "data")) is None
 
 
 def test_round_significant_keeps_what_the_prose_shows_and_drops_the_cpu_dependent_digits():

@@ -6,8 +6,10 @@ training throughput of vit_lib, upstream vit-pytorch and timm.
 
 Without ``--out`` the results go to ``book/data/bench_<kind>_<cpu|gpu>.json`` when run from the
 repository root (elsewhere, to that file name in the current folder; ``--quick`` runs write nothing
-unless asked); chapter 8 reads them from ``book/data``. These are measurements, not tests: the tests run
-``--quick`` on tiny sizes and check the bookkeeping, never a speed.
+unless asked); chapter 8 reads them from the current folder or ``book/data``. These are measurements,
+not tests: the tests run ``--quick`` on tiny sizes and check the bookkeeping, never a speed.
+``model --quick`` takes seconds only with ``--compile-backend eager`` (or ``--no-compile``); by default
+it compiles with inductor, which needs a C++ compiler and takes tens of seconds.
 
 How things are measured:
 
@@ -19,8 +21,9 @@ How things are measured:
   reset through ``/proc/self/clear_refs``) during one call, in a fresh subprocess per point so that no
   earlier point's freed-but-kept heap hides it;
 - model throughput: a full training step (forward, cross-entropy, backward, AdamW step) on random data,
-  the variants interleaved round by round in one process so that they share the machine's state, and
-  the median images/s over rounds.
+  the variants interleaved round by round in one process so that they share the machine's state (their
+  order rotated one place per round), and the median images/s over rounds; on CUDA under the training
+  loop's autocast dtype (``vit_lib.training.amp_dtype``: bf16 from compute capability 8.0, else fp16).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -49,21 +53,29 @@ from torch.utils import benchmark
 
 from vit_lib.attention import SDPBackend, attention_math, restrict_sdpa
 from vit_lib.model import SimpleViT
+from vit_lib.training import amp_dtype as training_amp_dtype
 from vit_lib.triton_attention import triton_available
 
 BOOK_DATA = Path("book") / "data"  # where chapter 8 reads results, relative to the repository root
 MiB = 2**20
 
-# Dense bf16 tensor-core peaks, FLOP/s: half the "with sparsity" figures of NVIDIA's data sheets
-# (book/references.bib: nvidia2023h100, nvidia2024h200, nvidia2020a100, nvidia2023l4). Matched against
-# torch.cuda.get_device_name() in order: the H100 PCIe must be tried before the SXM part.
-PEAK_BF16_FLOPS = (
-    ("H100 PCIe", 756e12),
-    ("H100", 989.5e12),
-    ("H200", 989.5e12),
-    ("A100", 312e12),
-    ("L4", 121e12),
-)
+# Dense 16-bit tensor-core peaks, FLOP/s, per GPU model: half the "with sparsity" figures of NVIDIA's
+# data sheets (book/references.bib: nvidia2023h100, nvidia2024h200, nvidia2020a100, nvidia2023l4,
+# nvidia2018t4). Keys are model names as `gpu_model` normalises torch.cuda.get_device_name(): exact
+# matches only, so that "L4" is not taken for an L40S, nor "H100" for an H100 NVL (models not listed
+# have no peak, and so no MFU, rather than a wrong one). The T4 has no bf16 tensor cores.
+PEAK_FLOPS = {
+    "h100": {"bfloat16": 989.5e12, "float16": 989.5e12},  # SXM5: "NVIDIA H100 80GB HBM3"
+    "h100 sxm": {"bfloat16": 989.5e12, "float16": 989.5e12},
+    "h100 sxm5": {"bfloat16": 989.5e12, "float16": 989.5e12},
+    "h100 pcie": {"bfloat16": 756e12, "float16": 756e12},
+    "h200": {"bfloat16": 989.5e12, "float16": 989.5e12},  # SXM: "NVIDIA H200"
+    "a100": {"bfloat16": 312e12, "float16": 312e12},  # "NVIDIA A100 80GB PCIe" and the like
+    "a100 sxm4": {"bfloat16": 312e12, "float16": 312e12},  # "NVIDIA A100-SXM4-40GB"
+    "a100 pcie": {"bfloat16": 312e12, "float16": 312e12},  # "NVIDIA A100-PCIE-40GB"
+    "l4": {"bfloat16": 121e12, "float16": 121e12},
+    "t4": {"float16": 65e12},  # "Tesla T4": fp16 with fp32 accumulation
+}
 
 
 # ----------------------------------------------------------------------------- environment
@@ -210,8 +222,9 @@ def sdpa_kernel_name(method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
 
 def time_attention(
     method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, min_run_time: float
-) -> tuple[float, int]:
-    """Median seconds per forward call and how many calls the median came from."""
+) -> tuple[float, int, list[float]]:
+    """Median seconds per forward call, how many calls the median came from, and the seconds per call
+    of each timed block (their spread is the point's noise; a slow point may have only 1-3 blocks)."""
     fn = attention_call(method)
     with method_context(method), torch.inference_mode():
         fn(q, k, v)  # raises here, not inside the timer, when the backend cannot run these inputs
@@ -221,7 +234,7 @@ def time_attention(
             num_threads=torch.get_num_threads(),  # Timer defaults to one thread
         )
         measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    return measurement.median, len(measurement.times) * measurement.number_per_run
+    return measurement.median, len(measurement.times) * measurement.number_per_run, list(measurement.times)
 
 
 def read_status_kib(field: str) -> int:
@@ -311,7 +324,9 @@ def attention_sweep(
             for method in methods:
                 row: dict[str, Any] = {"method": method, "dtype": str(dtype).removeprefix("torch."), "n": n}
                 try:
-                    row["time_s"], row["calls"] = time_attention(method, q, k, v, min_run_time)
+                    row["time_s"], row["calls"], row["time_s_blocks"] = time_attention(
+                        method, q, k, v, min_run_time
+                    )
                     if measure_memory:
                         row["peak_bytes"] = peak_memory(method, n, dtype, shape, device)
                     key = f"{method} {row['dtype']}"
@@ -418,8 +433,25 @@ def counted_flops(model: nn.Module, images: torch.Tensor, training: bool = False
     return counter.get_total_flops()
 
 
+def gpu_model(gpu_name: str) -> str:
+    """The model part of a GPU name, normalised: lower case, no vendor or brand word, no memory size,
+    separators as single spaces. ``"NVIDIA A100-SXM4-40GB"`` -> ``"a100 sxm4"``, ``"Tesla T4"`` ->
+    ``"t4"``, ``"NVIDIA H100 80GB HBM3"`` -> ``"h100"``, ``"NVIDIA H100 NVL"`` -> ``"h100 nvl"``."""
+    words = re.split(r"[\s_-]+", gpu_name.lower().strip())
+    vendor = {"nvidia", "tesla", "geforce", "quadro"}
+    memory = re.compile(r"^\d+gb$|^hbm\d?e?$")
+    return " ".join(w for w in words if w and w not in vendor and not memory.match(w))
+
+
+def peak_flops(gpu_name: str, dtype: torch.dtype | str = torch.bfloat16) -> float | None:
+    """The GPU's dense tensor-core peak in ``dtype`` (FLOP/s), or ``None`` where the model is not in
+    ``PEAK_FLOPS`` or has no tensor cores for that dtype. Exact model matching (see ``gpu_model``)."""
+    name = str(dtype).removeprefix("torch.")
+    return PEAK_FLOPS.get(gpu_model(gpu_name), {}).get(name)
+
+
 def peak_bf16_flops(gpu_name: str) -> float | None:
-    return next((peak for key, peak in PEAK_BF16_FLOPS if key in gpu_name), None)
+    return peak_flops(gpu_name, torch.bfloat16)
 
 
 def measured_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 2048) -> float:
@@ -608,8 +640,11 @@ def model_sweep(
                 variant.error = first_line(error)
             bar.update()
         running = [v for v in variants if v.error is None]
-        for _ in range(rounds):
-            for variant in running:
+        for round_ in range(rounds):
+            # rotate the order one place per round: no variant always runs first (or right after the
+            # same neighbour), which would bias it by whatever the machine does at a round's start
+            shift = round_ % max(1, len(running))
+            for variant in running[shift:] + running[:shift]:
                 seconds = timed_steps(variant, steps, device)
                 variant.images_per_s.append(steps * config.batch_size / seconds)
                 bar.update()
@@ -621,7 +656,7 @@ def model_sweep(
     baseline = baseline or (running[0] if running else variants[0])
     base = statistics.median(baseline.images_per_s) if baseline.images_per_s else math.nan
     env = environment(device)
-    peak = peak_bf16_flops(env.get("gpu", "")) if amp_dtype == torch.bfloat16 else None
+    peak = peak_flops(env.get("gpu", ""), amp_dtype) if amp_dtype is not None else None
     matmul_flops = measured_matmul_flops(device, amp_dtype or torch.float32, size=256 if quick else 2048)
     rows = []
     for variant in variants:
@@ -651,7 +686,8 @@ def model_sweep(
         "rounds": rounds,
         "steps_per_round": steps,
         "baseline": baseline.label,
-        "peak_bf16_flops": peak,
+        "peak_flops": peak,  # dense tensor-core peak in amp_dtype (PEAK_FLOPS), None where unknown
+        "round_order": "variants rotated one place per round",
         "measured_matmul_flops": matmul_flops,
         "checks": checks,
         "profiles": profiles,
@@ -720,7 +756,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(prog="python -m vit_lib.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="kind", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quick", action="store_true", help="tiny sizes, a few calls: checks the plumbing")
+    common.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, a few calls: checks the plumbing (writes nothing unless --out is given); "
+        "the model sweep still compiles with inductor (tens of seconds, needs a C++ compiler) unless "
+        "--no-compile or --compile-backend eager",
+    )
     common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     common.add_argument("--out", type=Path, default=None, help="JSON file to write")
@@ -762,6 +804,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
 
     device = torch.device(args.device) if args.device else default_device()
     show = not args.no_progress
+    out = args.out or (None if args.quick else default_out(args.kind, device))
     if args.kind == "attention":
         if args.quick:
             seq_lens, min_run_time = args.seq_lens or [16, 32], 0.01
@@ -788,7 +831,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         reports = []
         for name in names:
             config = MODEL_CONFIGS[name]
-            amp = torch.bfloat16 if device.type == "cuda" else None
+            amp = training_amp_dtype(device)  # the training loop's policy: bf16 from sm80, fp16 below
             reports.append(
                 model_sweep(
                     config,
@@ -804,8 +847,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
                 )
             )
             print_model(reports[-1])
-        report = {"kind": "model", "sweeps": reports}
-    out = args.out or (None if args.quick else default_out(args.kind, device))
+            if out is not None:  # after every sweep: one that crashes later (out of memory) loses only itself
+                write_report({"kind": "model", "sweeps": reports}, out)
+        return {"kind": "model", "sweeps": reports}
     if out is not None:
         write_report(report, out)
     return report

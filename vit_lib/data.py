@@ -123,7 +123,7 @@ def cifar10_datasets(root: str | pathlib.Path, download: bool = True) -> tuple[D
         raise RuntimeError(
             f"CIFAR-10 is not available in {str(root)!r} and "
             + ("could not be downloaded" if download else "download=False")
-            + f" ({type(error).__name__}: {error}). Run with internet access once (e.g. on Colab), or put "
+            + f" ({type(error).__name__}: {error}). Pass download=True (needs internet access) or put "
             "the extracted 'cifar-10-batches-py' folder into that directory."
         ) from error
     return train, test

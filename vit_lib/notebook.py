@@ -5,7 +5,9 @@ Not needed to use the model; kept here so that every chapter starts the same way
 
 from __future__ import annotations
 
+import pathlib
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -59,15 +61,26 @@ def round_significant(value: Any, digits: int = 4) -> Any:
     return value
 
 
-def book_data(name: str, repository_url: str, branch: str = "main") -> Any:
+def book_data_path(name: str, folders: Sequence[str] = ("data",)) -> pathlib.Path | None:
+    """The first ``<folder>/<name>`` that exists, in the order given, else ``None``."""
+    return next((path for path in (pathlib.Path(f) / name for f in folders) if path.exists()), None)
+
+
+def book_data(
+    name: str, repository_url: str, branch: str = "main", folders: Sequence[str] = ("data",)
+) -> Any:
     """The JSON file ``book/data/<name>``: read from disk next to the notebook, or (e.g. on Colab,
-    where the notebook travels alone) downloaded from the repository."""
+    where the notebook travels alone) downloaded from the repository.
+
+    ``folders`` are searched in order before downloading: chapter 8 passes ``(".", "data")`` for the
+    GPU results, so that on a GPU the reader's own ``python -m vit_lib.bench`` output (written to the
+    current folder outside the repository) is shown in place of the stored one.
+    """
     import json
-    import pathlib
     import urllib.request
 
-    path = pathlib.Path("data") / name
-    if path.exists():
+    path = book_data_path(name, folders)
+    if path is not None:
         return json.loads(path.read_text())
     url = f"{repository_url}/raw/{branch}/book/data/{name}"
     with urllib.request.urlopen(url) as response:
