@@ -8,7 +8,14 @@ import pytest
 import torch
 import torchvision
 
-from vit_lib.data import cifar10_datasets, cifar10_loaders, digits_loaders, digits_tensors, random_shift
+from vit_lib.data import (
+    cifar10_datasets,
+    cifar10_loaders,
+    digits_loaders,
+    digits_tensors,
+    digits_validation_loaders,
+    random_shift,
+)
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
@@ -34,6 +41,21 @@ def test_digit_loaders_shuffle_deterministically():
     again = next(iter(digits_loaders(batch_size=32, seed=3).train))[1]
     other = next(iter(digits_loaders(batch_size=32, seed=4).train))[1]
     assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_digits_validation_slice_is_a_fixed_stratified_part_of_the_training_set():
+    _, y_train, _, _ = digits_tensors()
+    loaders = digits_validation_loaders(seed=0)
+    x_fit, y_fit = loaders.train.dataset.tensors
+    x_val, y_val = loaders.test.dataset.tensors
+    assert len(y_fit) == 1221 and len(y_val) == 216  # 15 % of the 1,437 training images
+    assert torch.equal(torch.bincount(y_fit) + torch.bincount(y_val), torch.bincount(y_train))
+    assert (torch.bincount(y_val) - 0.15 * torch.bincount(y_train)).abs().max() <= 1  # stratified
+    assert abs(x_fit.mean().item()) < 1e-5 and abs(x_fit.std().item() - 1) < 1e-5  # its own statistics
+    again = digits_validation_loaders(seed=5)  # the split does not depend on the shuffling seed
+    assert torch.equal(again.test.dataset.tensors[0], x_val)
+    with pytest.raises(ValueError, match="fraction"):
+        digits_validation_loaders(fraction=1.0)
 
 
 def test_random_shift_moves_content_and_keeps_shape():

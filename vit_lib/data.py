@@ -97,6 +97,41 @@ def digits_loaders(batch_size: int = 64, max_shift: int = 0, seed: int = 0) -> L
     )
 
 
+DIGITS_VALIDATION_FRACTION = 0.15  # of the 1,437 training images: 216 held out to choose a recipe
+
+
+def digits_validation_loaders(
+    batch_size: int = 64,
+    max_shift: int = 0,
+    seed: int = 0,
+    fraction: float = DIGITS_VALIDATION_FRACTION,
+) -> Loaders:
+    """Loaders for choosing a recipe without touching the test set: the 1,437 training digits are
+    split again (stratified, ``random_state=DIGITS_SPLIT_SEED``, so always the same split) into
+    1,221 training and 216 validation images; ``Loaders.test`` holds the validation slice.
+    Standardisation uses the reduced training slice only. ``seed`` drives the shuffling."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+    from sklearn.model_selection import train_test_split
+
+    x_train, y_train, _, _ = digits_tensors()
+    x_fit, x_val, y_fit, y_val = train_test_split(
+        x_train, y_train, test_size=fraction, stratify=y_train, random_state=DIGITS_SPLIT_SEED
+    )
+    mean, std = x_fit.mean(), x_fit.std()  # re-standardise with the reduced training slice
+    x_fit, x_val = (x_fit - mean) / std, (x_val - mean) / std
+    train_set = ShiftedDigits(x_fit, y_fit, max_shift) if max_shift else TensorDataset(x_fit, y_fit)
+    generator = torch.Generator().manual_seed(seed)
+    return Loaders(
+        train=DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator),
+        test=DataLoader(TensorDataset(x_val, y_val), batch_size=256),
+        image_size=8,
+        channels=1,
+        num_classes=10,
+        classes=tuple(str(d) for d in range(10)),
+    )
+
+
 def cifar10_datasets(root: str | pathlib.Path, download: bool = True) -> tuple[Dataset, Dataset]:
     """CIFAR-10 train (augmented) and test sets from ``root``, downloading them there if allowed.
 
