@@ -6,6 +6,7 @@ Speed is never asserted here; `python -m vit_lib.bench` prints and records it.
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 import torch
@@ -98,7 +99,7 @@ def test_forcing_an_unavailable_backend_is_recorded_not_raised():
     assert row["error"]
 
 
-@pytest.mark.skipif(not bench.Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not pathlib.Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_cpu_peak_memory_is_quadratic_for_math_and_small_for_the_fused_kernel():
     n, shape = 1024, {"batch": 1, "heads": 8, "dim_head": 64}
     scores_bytes = shape["heads"] * n * n * 4  # one fp32 (b, h, n, n) matrix: 32 MiB
@@ -158,9 +159,9 @@ def test_model_cli_quick_compares_same_weights_and_reports_ratios(tmp_path, caps
 def test_default_output_is_book_data_in_the_repository_else_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cpu = torch.device("cpu")
-    assert bench.default_out("model", cpu) == bench.Path("bench_model_cpu.json")
+    assert bench.default_out("model", cpu) == pathlib.Path("bench_model_cpu.json")
     (tmp_path / "book" / "data").mkdir(parents=True)
-    assert bench.default_out("attention", cpu) == bench.Path("book/data/bench_attention_cpu.json")
+    assert bench.default_out("attention", cpu) == pathlib.Path("book/data/bench_attention_cpu.json")
 
 
 def test_timm_vit_does_simplevits_matrix_products_except_the_images_gradient():
