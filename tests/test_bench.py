@@ -215,3 +215,59 @@ def test_triton_method_that_cannot_run_is_recorded_not_raised():
     )
     (row,) = report["results"]
     assert row["method"] == "triton" and row["error"] and "time_s" not in row
+
+
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [
+        ("NVIDIA H200", 989.5e12),
+        ("NVIDIA A100 80GB PCIe", 312e12),
+        ("NVIDIA L4", 121e12),
+        ("A100", 312e12),  # chapter 8 asks by the short name
+        ("NVIDIA L40S", None),  # not an L4
+        ("NVIDIA H100 NVL", None),  # not an H100 SXM or PCIe
+        ("NVIDIA H200 NVL", None),
+        ("", None),  # a CPU
+    ],
+)
+def test_peak_flops_match_the_exact_gpu_name(name, peak):
+    assert bench.peak_bf16_flops(name) == peak
+
+
+def test_flops_breakdown_sums_to_the_forward_count():
+    from vit_lib.flops import vit_flops_breakdown
+
+    parts = vit_flops_breakdown(QUICK)
+    assert sum(parts.values()) == bench.vit_flops_per_image(QUICK)
+    assert parts["scores"] == parts["attention_values"] == QUICK.depth * 2 * QUICK.num_tokens**2 * 32
+
+
+def test_bench_uses_the_training_autocast_policy():
+    from vit_lib import device, training
+
+    assert training.amp_dtype is device.amp_dtype
+    assert device.amp_dtype(torch.device("cpu")) is None
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_memory_worker_is_its_own_entry_point():
+    import subprocess
+
+    from vit_lib.bench.memory import worker_command
+
+    command = worker_command("math", 64, torch.float32, {"batch": 1, "heads": 2, "dim_head": 16})
+    assert command[1:3] == ["-m", "vit_lib.bench.memory_worker"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout)["peak_bytes"] >= 2 * 64 * 64 * 4  # the (1, 2, 64, 64) fp32 scores
+    bad = subprocess.run([*command[:5], "int8", *command[6:]], capture_output=True, text=True)
+    assert bad.returncode == 2 and "'int8'" in bad.stderr.splitlines()[-1]
+
+
+def test_build_model_by_name_or_config():
+    from vit_lib.configs import build_model
+
+    assert sum(p.numel() for p in build_model("quick").parameters()) == bench.count_parameters(
+        build_model(QUICK)
+    )
+    with pytest.raises(ValueError, match="unknown model config 'vit-h14'"):
+        build_model("vit-h14")
