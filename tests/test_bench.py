@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from vit_lib import SimpleViT, bench
+from vit_lib import device as device_policy
+from vit_lib.bench import cli as bench_cli
+from vit_lib.bench import throughput as bench_throughput
 from vit_lib.triton_attention import triton_available
 
 QUICK = bench.MODEL_CONFIGS["quick"]
@@ -112,8 +115,75 @@ def test_cpu_peak_memory_is_quadratic_for_math_and_small_for_the_fused_kernel():
 def test_peak_flops_table():
     assert bench.peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
     assert bench.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989.5e12
+    assert bench.peak_bf16_flops("NVIDIA H200") == 989.5e12
     assert bench.peak_bf16_flops("NVIDIA A100-SXM4-40GB") == 312e12
-    assert bench.peak_bf16_flops("Tesla T4") is None
+    assert bench.peak_bf16_flops("NVIDIA A100 80GB PCIe") == 312e12
+    assert bench.peak_bf16_flops("NVIDIA L4") == 121e12
+    assert bench.peak_bf16_flops("A100") == 312e12  # chapter 8 asks by the short name
+    assert bench.peak_bf16_flops("Tesla T4") is None  # no bf16 tensor cores
+    assert bench.peak_flops("Tesla T4", torch.float16) == 65e12
+    assert bench.peak_flops("NVIDIA A100-SXM4-80GB", "float16") == 312e12
+    assert bench.peak_flops("NVIDIA H100 80GB HBM3", torch.float32) is None  # no fp32 entry: no MFU
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["NVIDIA L40S", "NVIDIA L40", "NVIDIA H100 NVL", "NVIDIA H200 NVL", "NVIDIA A10", "NVIDIA A100X", ""],
+)
+def test_peak_lookup_matches_whole_model_names_not_substrings(name):
+    # substring matching would give the L40S the L4's peak and the H100 NVL the SXM part's
+    assert bench.peak_bf16_flops(name) is None
+
+
+def test_gpu_model_normalises_vendor_memory_and_separators():
+    assert bench.gpu_model("NVIDIA A100-SXM4-40GB") == "a100 sxm4"
+    assert bench.gpu_model("NVIDIA H100 80GB HBM3") == "h100"
+    assert bench.gpu_model("  nvidia  H100_PCIe ") == "h100 pcie"
+    assert bench.gpu_model("Tesla T4") == "t4"
+
+
+def test_model_cli_uses_the_training_loops_autocast_policy(monkeypatch):
+    # on a T4 (sm75) the sweep must run fp16 as training does, not bf16; no GPU needed to check the choice
+    seen = {}
+
+    def fake_sweep(config, **kwargs):
+        seen["amp_dtype"] = kwargs["amp_dtype"]
+        raise SystemExit  # stop before any work
+
+    monkeypatch.setattr(bench_cli, "model_sweep", fake_sweep)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(device_policy, "cuda_capability", lambda index: (7, 5))
+    with pytest.raises(SystemExit):
+        bench.main(["model", "--quick", "--device", "cuda", "--no-progress"])
+    assert seen["amp_dtype"] is torch.float16
+    monkeypatch.setattr(device_policy, "cuda_capability", lambda index: (9, 0))
+    with pytest.raises(SystemExit):
+        bench.main(["model", "--quick", "--device", "cuda", "--no-progress"])
+    assert seen["amp_dtype"] is torch.bfloat16
+
+
+def test_model_sweep_rotates_the_variant_order_each_round(monkeypatch):
+    order = []
+    real_timed_steps = bench.timed_steps
+
+    def recording_timed_steps(variant, steps, device):
+        if steps == 2:  # the timed rounds (warm-up uses 1 and 0 steps here)
+            order.append(variant.label)
+        return real_timed_steps(variant, steps, device)
+
+    monkeypatch.setattr(bench_throughput, "timed_steps", recording_timed_steps)
+    bench.model_sweep(
+        QUICK,
+        device=torch.device("cpu"),
+        models=["vit_lib", "upstream"],
+        compile_modes=(False,),
+        rounds=2,
+        steps=2,
+        warmup_steps=0,
+        show_progress=False,
+        quick=True,
+    )
+    assert order == ["vit_lib eager", "upstream eager", "upstream eager", "vit_lib eager"]
 
 
 def test_unknown_model_is_rejected():
@@ -130,6 +200,7 @@ def test_attention_cli_quick_writes_every_point(tmp_path, capsys):
     for row in report["results"]:
         assert "error" not in row, row
         assert row["time_s"] > 0 and row["calls"] >= 1
+        assert len(row["time_s_blocks"]) >= 1 and min(row["time_s_blocks"]) <= row["time_s"]
         assert row["peak_bytes"] >= 0
     assert report["kernels"]["sdpa float32"] == "_scaled_dot_product_flash_attention_for_cpu"
     assert report["environment"]["torch"] == torch.__version__
@@ -217,23 +288,6 @@ def test_triton_method_that_cannot_run_is_recorded_not_raised():
     assert row["method"] == "triton" and row["error"] and "time_s" not in row
 
 
-@pytest.mark.parametrize(
-    ("name", "peak"),
-    [
-        ("NVIDIA H200", 989.5e12),
-        ("NVIDIA A100 80GB PCIe", 312e12),
-        ("NVIDIA L4", 121e12),
-        ("A100", 312e12),  # chapter 8 asks by the short name
-        ("NVIDIA L40S", None),  # not an L4
-        ("NVIDIA H100 NVL", None),  # not an H100 SXM or PCIe
-        ("NVIDIA H200 NVL", None),
-        ("", None),  # a CPU
-    ],
-)
-def test_peak_flops_match_the_exact_gpu_name(name, peak):
-    assert bench.peak_bf16_flops(name) == peak
-
-
 def test_flops_breakdown_sums_to_the_forward_count():
     from vit_lib.flops import vit_flops_breakdown
 
@@ -243,10 +297,10 @@ def test_flops_breakdown_sums_to_the_forward_count():
 
 
 def test_bench_uses_the_training_autocast_policy():
-    from vit_lib import device, training
+    from vit_lib import training
 
-    assert training.amp_dtype is device.amp_dtype
-    assert device.amp_dtype(torch.device("cpu")) is None
+    assert training.amp_dtype is device_policy.amp_dtype
+    assert device_policy.amp_dtype(torch.device("cpu")) is None
 
 
 @pytest.mark.skipif(not pathlib.Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")

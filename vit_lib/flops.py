@@ -6,6 +6,7 @@ same FLOPs to size its GPU run. The benchmarks (``vit_lib.bench``) report MFU fr
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 import torch
@@ -70,37 +71,47 @@ def counted_flops(model: nn.Module, images: torch.Tensor, training: bool = False
     return counter.get_total_flops()
 
 
-# Dense bf16 tensor-core peaks, FLOP/s: half the "with sparsity" figures of NVIDIA's data sheets
-# (book/references.bib: nvidia2023h100, nvidia2024h200, nvidia2020a100, nvidia2023l4), keyed by the
-# normalised name (``normalise_gpu_name``) that ``torch.cuda.get_device_name()`` reports, or the short
-# model name. Exact keys: an "H100 NVL", an "L40S" or an "H200 NVL" is not one of these, and gets None.
-PEAK_BF16_FLOPS: dict[str, float] = {
-    "h100 80gb hbm3": 989.5e12,  # H100 SXM5
-    "h100 sxm": 989.5e12,
-    "h100": 989.5e12,
-    "h100 pcie": 756e12,
-    "h200": 989.5e12,  # H200 SXM
-    "a100 sxm4 40gb": 312e12,
-    "a100 sxm4 80gb": 312e12,
-    "a100 pcie 40gb": 312e12,
-    "a100 80gb pcie": 312e12,
-    "a100": 312e12,
-    "l4": 121e12,
+# Dense 16-bit tensor-core peaks, FLOP/s, per GPU model: half the "with sparsity" figures of NVIDIA's
+# data sheets (book/references.bib: nvidia2023h100, nvidia2024h200, nvidia2020a100, nvidia2023l4,
+# nvidia2018t4). Keys are model names as `gpu_model` normalises torch.cuda.get_device_name(): exact
+# matches only, so that "L4" is not taken for an L40S, nor "H100" for an H100 NVL (models not listed
+# have no peak, and so no MFU, rather than a wrong one). The T4 has no bf16 tensor cores.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "h100": {"bfloat16": 989.5e12, "float16": 989.5e12},  # SXM5: "NVIDIA H100 80GB HBM3"
+    "h100 sxm": {"bfloat16": 989.5e12, "float16": 989.5e12},
+    "h100 sxm5": {"bfloat16": 989.5e12, "float16": 989.5e12},
+    "h100 pcie": {"bfloat16": 756e12, "float16": 756e12},
+    "h200": {"bfloat16": 989.5e12, "float16": 989.5e12},  # SXM: "NVIDIA H200"
+    "a100": {"bfloat16": 312e12, "float16": 312e12},  # "NVIDIA A100 80GB PCIe" and the like
+    "a100 sxm4": {"bfloat16": 312e12, "float16": 312e12},  # "NVIDIA A100-SXM4-40GB"
+    "a100 pcie": {"bfloat16": 312e12, "float16": 312e12},  # "NVIDIA A100-PCIE-40GB"
+    "l4": {"bfloat16": 121e12, "float16": 121e12},
+    "t4": {"float16": 65e12},  # "Tesla T4": fp16 with fp32 accumulation
 }
+# the bf16 column alone, by the same keys (chapter 8's prose names it)
+PEAK_BF16_FLOPS: dict[str, float] = {k: v["bfloat16"] for k, v in PEAK_FLOPS.items() if "bfloat16" in v}
 
 
-def normalise_gpu_name(name: str) -> str:
-    """``"NVIDIA A100-SXM4-40GB"`` -> ``"a100 sxm4 40gb"``: lower case, no vendor, words split by one
-    space (hyphens and underscores count as spaces)."""
-    words = name.lower().replace("-", " ").replace("_", " ").split()
-    if words[:1] == ["nvidia"]:
-        words = words[1:]
-    return " ".join(words)
+def gpu_model(gpu_name: str) -> str:
+    """The model part of a GPU name, normalised: lower case, no vendor or brand word, no memory size,
+    separators as single spaces. ``"NVIDIA A100-SXM4-40GB"`` -> ``"a100 sxm4"``, ``"Tesla T4"`` ->
+    ``"t4"``, ``"NVIDIA H100 80GB HBM3"`` -> ``"h100"``, ``"NVIDIA H100 NVL"`` -> ``"h100 nvl"``."""
+    words = re.split(r"[\s_-]+", gpu_name.lower().strip())
+    vendor = {"nvidia", "tesla", "geforce", "quadro"}
+    memory = re.compile(r"^\d+gb$|^hbm\d?e?$")
+    return " ".join(w for w in words if w and w not in vendor and not memory.match(w))
+
+
+def peak_flops(gpu_name: str, dtype: torch.dtype | str = torch.bfloat16) -> float | None:
+    """The GPU's dense tensor-core peak in ``dtype`` (FLOP/s), or ``None`` where the model is not in
+    ``PEAK_FLOPS`` or has no tensor cores for that dtype. Exact model matching (see ``gpu_model``)."""
+    name = str(dtype).removeprefix("torch.")
+    return PEAK_FLOPS.get(gpu_model(gpu_name), {}).get(name)
 
 
 def peak_bf16_flops(gpu_name: str) -> float | None:
-    """The dense bf16 peak FLOP/s of the GPU named exactly ``gpu_name`` (after normalising), else None."""
-    return PEAK_BF16_FLOPS.get(normalise_gpu_name(gpu_name))
+    """``peak_flops(gpu_name, torch.bfloat16)``."""
+    return peak_flops(gpu_name, torch.bfloat16)
 
 
 def mfu(images_per_s: float, flops_per_image: float, peak_flops: float | None) -> float | None:

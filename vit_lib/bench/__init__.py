@@ -7,8 +7,8 @@ reads and explains their results.
 
 Without ``--out`` the results go to ``book/data/bench_<kind>_<cpu|gpu>.json`` when run from the
 repository root (elsewhere, to that file name in the current folder; ``--quick`` runs write nothing
-unless asked); chapter 8 reads them from ``book/data``. These are measurements, not tests: the tests run
-``--quick`` on tiny sizes and check the bookkeeping, never a speed.
+unless asked); chapter 8 reads them from the current folder or ``book/data``. These are measurements,
+not tests: the tests run ``--quick`` on tiny sizes and check the bookkeeping, never a speed.
 
 How things are measured:
 
@@ -21,14 +21,21 @@ How things are measured:
   (``python -m vit_lib.bench.memory_worker``) so that no earlier point's freed-but-kept heap hides it;
 - model throughput: a full training step (forward, cross-entropy, backward, AdamW step) on random data,
   the variants interleaved round by round in one process so that they share the machine's state, and
-  the median images/s over rounds; autocast in ``vit_lib.device.amp_dtype``'s dtype.
+  their order rotated one place per round, and the median images/s over rounds; on CUDA under the
+  training loop's autocast dtype (``vit_lib.device.amp_dtype``: bf16 from compute capability 8.0,
+  else fp16).
+
+``model --quick`` takes seconds only with ``--compile-backend eager`` (or ``--no-compile``); by default
+it compiles with inductor, which needs a C++ compiler and takes tens of seconds.
 
 The modules: ``measure`` (environment, timer, matmul ceiling), ``attention_methods`` and ``memory``
-(what one attention point runs and how its memory is read), ``attention_sweep``, ``models`` and
-``model_sweep``, ``report`` (tables and JSON), ``cli``. Model sizes live in ``vit_lib.configs``, FLOPs
-and GPU peaks in ``vit_lib.flops``; both are re-exported here for the chapters.
+(what one attention point runs and how its memory is read), ``attention`` (the attention sweep),
+``models`` and ``throughput`` (the model sweep), ``report`` (tables and JSON), ``cli``. Model sizes
+live in ``vit_lib.configs``, FLOPs and GPU peaks in ``vit_lib.flops``; both are re-exported here for
+the chapters.
 """
 
+from vit_lib.bench.attention import attention_sweep, measure_point, time_attention
 from vit_lib.bench.attention_methods import (
     FORCEABLE_BACKENDS,
     attention_call,
@@ -38,7 +45,6 @@ from vit_lib.bench.attention_methods import (
     qkv_inputs,
     sdpa_kernel_name,
 )
-from vit_lib.bench.attention_sweep import attention_sweep, measure_point, time_attention
 from vit_lib.bench.cli import main
 from vit_lib.bench.measure import (
     blocked_autorange,
@@ -50,7 +56,6 @@ from vit_lib.bench.measure import (
     progress,
 )
 from vit_lib.bench.memory import MiB, memory_method, peak_memory, peak_memory_here, read_status_kib
-from vit_lib.bench.model_sweep import model_sweep
 from vit_lib.bench.models import (
     MATMUL_OPS,
     Variant,
@@ -68,9 +73,19 @@ from vit_lib.bench.report import (
     print_model,
     write_report,
 )
+from vit_lib.bench.throughput import model_sweep
 from vit_lib.configs import MODEL_CONFIGS, ModelConfig
 from vit_lib.device import default_device, synchronize
-from vit_lib.flops import PEAK_BF16_FLOPS, counted_flops, mfu, peak_bf16_flops, vit_flops_per_image
+from vit_lib.flops import (
+    PEAK_BF16_FLOPS,
+    PEAK_FLOPS,
+    counted_flops,
+    gpu_model,
+    mfu,
+    peak_bf16_flops,
+    peak_flops,
+    vit_flops_per_image,
+)
 
 __all__ = [
     "BOOK_DATA",
@@ -78,6 +93,7 @@ __all__ = [
     "MATMUL_OPS",
     "MODEL_CONFIGS",
     "PEAK_BF16_FLOPS",
+    "PEAK_FLOPS",
     "MiB",
     "ModelConfig",
     "Variant",
@@ -95,6 +111,7 @@ __all__ = [
     "environment",
     "first_line",
     "format_bytes",
+    "gpu_model",
     "main",
     "make_variant",
     "measure_point",
@@ -105,6 +122,7 @@ __all__ = [
     "model_sweep",
     "package_version",
     "peak_bf16_flops",
+    "peak_flops",
     "peak_memory",
     "peak_memory_here",
     "print_attention",

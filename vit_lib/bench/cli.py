@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
+from vit_lib.bench.attention import attention_sweep
 from vit_lib.bench.attention_methods import dtype_from_name
-from vit_lib.bench.attention_sweep import attention_sweep
-from vit_lib.bench.model_sweep import model_sweep
 from vit_lib.bench.report import default_out, print_attention, print_model, write_report
+from vit_lib.bench.throughput import model_sweep
 from vit_lib.configs import MODEL_CONFIGS
 from vit_lib.device import amp_dtype, default_device
 
@@ -33,7 +33,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vit_lib.bench", description=DESCRIPTION)
     sub = p.add_subparsers(dest="kind", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quick", action="store_true", help="tiny sizes, a few calls: checks the plumbing")
+    common.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, a few calls: checks the plumbing (writes nothing unless --out is given); "
+        "the model sweep still compiles with inductor (tens of seconds, needs a C++ compiler) unless "
+        "--no-compile or --compile-backend eager",
+    )
     common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     common.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     common.add_argument("--out", type=Path, default=None, help=OUT_HELP)
@@ -74,8 +80,10 @@ def run_attention(args: argparse.Namespace, device: torch.device) -> dict[str, A
     return report
 
 
-def run_models(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """One model sweep per config, in the autocast dtype of ``vit_lib.device.amp_dtype``."""
+def run_models(args: argparse.Namespace, device: torch.device, out: Path | None) -> dict[str, Any]:
+    """One model sweep per config, in the autocast dtype of ``vit_lib.device.amp_dtype`` (the training
+    loop's policy: bf16 from sm80, fp16 below); ``out`` is rewritten after every sweep, so that one
+    that crashes later (out of memory) loses only itself."""
     if args.quick:
         names, rounds, steps = args.configs or ["quick"], args.rounds or 2, args.steps or 2
     else:
@@ -98,6 +106,8 @@ def run_models(args: argparse.Namespace, device: torch.device) -> dict[str, Any]
             )
         )
         print_model(reports[-1])
+        if out is not None:
+            write_report({"kind": "model", "sweeps": reports}, out)
     return {"kind": "model", "sweeps": reports}
 
 
@@ -106,8 +116,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device) if args.device else default_device()
-    report = run_attention(args, device) if args.kind == "attention" else run_models(args, device)
     out = args.out or (None if args.quick else default_out(args.kind, device))
+    if args.kind == "model":
+        return run_models(args, device, out)
+    report = run_attention(args, device)
     if out is not None:
         write_report(report, out)
     return report

@@ -28,7 +28,7 @@ from vit_lib.bench.models import (
     timed_steps,
 )
 from vit_lib.configs import ModelConfig
-from vit_lib.flops import mfu, peak_bf16_flops, vit_flops_per_image
+from vit_lib.flops import mfu, peak_flops, vit_flops_per_image
 
 
 def random_batch(config: ModelConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +61,7 @@ def run_rounds(
     bar: Any,
 ) -> list[Variant]:
     """Warm every variant up (a failure is recorded in its ``error``, and it is not timed), then time
-    the others round by round; returns the variants that ran."""
+    the others round by round, their order rotated one place per round; returns the variants that ran."""
     # A cold compile: without this, inductor's on-disk cache from an earlier run would make the
     # first compiled step look cheap.
     from torch._inductor import config as inductor_config
@@ -77,8 +77,11 @@ def run_rounds(
                 variant.error = first_line(error)
             bar.update()
         running = [v for v in variants if v.error is None]
-        for _ in range(rounds):
-            for variant in running:
+        for round_ in range(rounds):
+            # rotate the order one place per round: no variant always runs first (or right after the
+            # same neighbour), which would bias it by whatever the machine does at a round's start
+            shift = round_ % max(1, len(running))
+            for variant in running[shift:] + running[:shift]:
                 seconds = timed_steps(variant, steps, device)
                 variant.images_per_s.append(steps * batch_size / seconds)
                 bar.update()
@@ -170,7 +173,7 @@ def model_sweep(
     baseline = pick_baseline(variants, running)
     base = statistics.median(baseline.images_per_s) if baseline.images_per_s else math.nan
     env = environment(device)
-    peak = peak_bf16_flops(env.get("gpu", "")) if amp_dtype == torch.bfloat16 else None
+    peak = peak_flops(env.get("gpu", ""), amp_dtype) if amp_dtype is not None else None
     matmul_flops = measured_matmul_flops(device, amp_dtype or torch.float32, size=256 if quick else 2048)
     rows = [
         result_row(
@@ -192,7 +195,8 @@ def model_sweep(
         "rounds": rounds,
         "steps_per_round": steps,
         "baseline": baseline.label,
-        "peak_bf16_flops": peak,
+        "peak_flops": peak,  # dense tensor-core peak in amp_dtype (PEAK_FLOPS), None where unknown
+        "round_order": "variants rotated one place per round",
         "measured_matmul_flops": matmul_flops,
         "checks": checks,
         "profiles": profiles,

@@ -24,13 +24,14 @@ from vit_lib.bench.memory import memory_method, peak_memory
 
 def time_attention(
     method: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, min_run_time: float
-) -> tuple[float, int]:
-    """Median seconds per forward call and how many calls the median came from."""
+) -> tuple[float, int, list[float]]:
+    """Median seconds per forward call, how many calls the median came from, and the seconds per call
+    of each timed block (their spread is the point's noise; a slow point may have only 1-3 blocks)."""
     fn = attention_call(method)
     with method_context(method), torch.inference_mode():
         fn(q, k, v)  # raises here, not inside the timer, when the backend cannot run these inputs
         measurement = blocked_autorange("fn(q, k, v)", {"fn": fn, "q": q, "k": k, "v": v}, min_run_time)
-    return measurement.median, len(measurement.times) * measurement.number_per_run
+    return measurement.median, len(measurement.times) * measurement.number_per_run, list(measurement.times)
 
 
 def measure_point(
@@ -43,12 +44,12 @@ def measure_point(
     min_run_time: float,
     measure_memory: bool,
 ) -> dict[str, Any]:
-    """One row: ``time_s`` and ``calls`` (and ``peak_bytes``), or the ``error`` that stopped it (e.g.
-    "No available kernel" for a forced backend, a kernel that rejects a dtype)."""
+    """One row: ``time_s``, ``calls`` and ``time_s_blocks`` (and ``peak_bytes``), or the ``error`` that
+    stopped it (e.g. "No available kernel" for a forced backend, a kernel that rejects a dtype)."""
     n, dtype = q.shape[-2], q.dtype
     row: dict[str, Any] = {"method": method, "dtype": str(dtype).removeprefix("torch."), "n": n}
     try:
-        row["time_s"], row["calls"] = time_attention(method, q, k, v, min_run_time)
+        row["time_s"], row["calls"], row["time_s_blocks"] = time_attention(method, q, k, v, min_run_time)
         if measure_memory:
             row["peak_bytes"] = peak_memory(method, n, dtype, shape, q.device)
     except Exception as error:  # one point's failure is recorded, and the sweep goes on
