@@ -2,12 +2,15 @@
 
 Upstream (vit-pytorch ``simple_flash_attn_vit.py``) had three bugs here, fixed below:
 
-1. its math path called ``einsum`` without importing it, with the pattern ``"b h i d, b j d -> ..."``
-   that drops the head axis of ``k`` (a shape error once the import is fixed);
+1. its math path called ``einsum`` without importing it (vit-pytorch 1.26.11: a ``NameError``; 1.26.14
+   imports ``einops.einsum`` but calls it pattern-first: a ``ValueError``), and both of its patterns,
+   ``"b h i d, b j d -> b h i j"`` and ``"b h i j, b j d -> b h i d"``, drop the head axis of their
+   second operand, ``k`` and ``v`` (a shape error once the import is fixed);
 2. it chose kernels with ``torch.backends.cuda.sdp_kernel``, deprecated since torch 2.3 in favour of
    ``torch.nn.attention.sdpa_kernel`` (a ``FutureWarning`` on every forward pass);
-3. on CUDA it allowed flash *only* on compute capability 8.0 and *only* flash there, so float32
-   inputs on an A100 found no kernel at all, while 8.6-9.0 GPUs never got flash.
+3. on CUDA it allowed flash *only* on compute capability 8.0, and there only flash and cuDNN (its
+   3-field config leaves the legacy ``enable_cudnn`` at its default ``True``), neither of which takes
+   float32, so float32 inputs on an A100 found no kernel at all, while 8.6-9.0 GPUs never got flash.
 
 Built in chapter 3 (book/03_attention.ipynb); the starting point is book/starting-point.md.
 """
@@ -31,14 +34,25 @@ FLASH_MIN_CAPABILITY = (8, 0)  # PyTorch's FlashAttention-2 kernels need Ampere 
 def sdpa_backends(
     device_type: str, capability: tuple[int, int] | None, dtype: torch.dtype
 ) -> tuple[SDPBackend, ...] | None:
-    """The SDPA backends to allow for inputs of ``dtype`` on ``device_type``, best first.
+    """The SDPA backends to allow for inputs of ``dtype`` on ``device_type``.
 
-    - CUDA: flash where the GPU (``capability >= (8, 0)``) and dtype (fp16/bf16) support it,
-      memory-efficient otherwise (it runs any float dtype from sm50 on), and math always, so that
-      no input ever finds "no available kernel".
+    - CUDA: flash where the GPU (``capability >= (8, 0)``) and dtype (fp16/bf16) support it, then
+      memory-efficient (from sm50 on: fp32 and fp16, bf16 only from sm80, never fp64), and math
+      always (it runs every dtype), so that no input ever finds "no available kernel".
     - anywhere else: ``None``, no restriction. On the CPU PyTorch has two backends, a fused kernel
       (registered as ``FLASH_ATTENTION``) and math, and already prefers the fused one; there is nothing
       to restrict, and entering ``sdpa_kernel`` would cost tens of microseconds per call.
+
+    cuDNN attention is left out on purpose: it takes only fp16/bf16 on sm80 or newer, where flash
+    or memory-efficient already run, so it would rescue no input; and whether PyTorch tries it first
+    depends on the cuDNN library version and the GPU (torch 2.14 puts it first on sm90/sm100
+    with a cuDNN newer than 9.15, unless ``TORCH_CUDNN_SDPA_DEPRIORITIZED=1``), which would make the
+    kernel that runs depend on more than this function's arguments.
+
+    The tuple lists the backends in PyTorch's default priority order (flash, memory-efficient,
+    math), but the order is not a request: :func:`restrict_sdpa` passes the list to
+    ``torch.nn.attention.sdpa_kernel`` without ``set_priority=True``, so it only enables these
+    backends and PyTorch tries them in its own priority order.
 
     A pure function of its arguments, so the policy can be tested without a GPU.
     """

@@ -47,6 +47,13 @@ MATH_PAGES = {
     if source.exists() and re.search(r"\$\$|(?<![\\$])\$[^$\s][^$\n]*\$", source.read_text())
 }
 
+# What a reader can search with on the page: the search fields and buttons the theme renders, and
+# any search input outside the (closed) search dialog, counted only when visible.
+VISIBLE_SEARCH_JS = r"""() => Array.from(document.querySelectorAll(
+        '.search-button__button, .search-button-field, input[type="search"], input[name="q"]'))
+    .filter(e => !e.closest('dialog:not([open])') && e.checkVisibility({visibilityProperty: true}))
+    .map(e => e.className || e.tagName)"""
+
 RAW_TEX_JS = r"""() => {
     const copy = document.querySelector('main, article, body').cloneNode(true);
     copy.querySelectorAll('pre, code, script, style, mjx-container').forEach(e => e.remove());
@@ -138,6 +145,7 @@ def test_page_renders_offline(entry, server, browser):
         outputs = page.evaluate("() => document.querySelectorAll('.cell_output').length")
         # TeX delimiters left in the visible prose (code, already typeset math and scripts aside)
         raw_tex = page.evaluate(RAW_TEX_JS)
+        search_boxes = page.evaluate(VISIBLE_SEARCH_JS)
         colab_links = page.evaluate(
             "() => Array.from(document.querySelectorAll('a[href^=\"https://colab.research.google.com\"]'))"
             ".map(a => a.href)"
@@ -168,6 +176,8 @@ def test_page_renders_offline(entry, server, browser):
         assert formulas > 0, "the source has math but MathJax rendered none"
     assert not raw_math, f"math left untypeset: {raw_math[:3]}"
     assert not raw_tex, f"TeX delimiters in the visible text: {raw_tex[:3]}"
+    # one search box per page (pydata-sphinx-theme 0.17 added a second one, book/_ext/theme_fixes.py)
+    assert len(search_boxes) == 1, search_boxes
     if entry in NOTEBOOK_PAGES:
         assert inputs > 0 and outputs > 0
         expected = book_notebooks.colab_url(Path(entry).name + ".ipynb")
