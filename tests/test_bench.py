@@ -6,11 +6,15 @@ Speed is never asserted here; `python -m vit_lib.bench` prints and records it.
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 import torch
 
 from vit_lib import SimpleViT, bench
+from vit_lib import device as device_policy
+from vit_lib.bench import cli as bench_cli
+from vit_lib.bench import throughput as bench_throughput
 from vit_lib.triton_attention import triton_available
 
 QUICK = bench.MODEL_CONFIGS["quick"]
@@ -98,7 +102,7 @@ def test_forcing_an_unavailable_backend_is_recorded_not_raised():
     assert row["error"]
 
 
-@pytest.mark.skipif(not bench.Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not pathlib.Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
 def test_cpu_peak_memory_is_quadratic_for_math_and_small_for_the_fused_kernel():
     n, shape = 1024, {"batch": 1, "heads": 8, "dim_head": 64}
     scores_bytes = shape["heads"] * n * n * 4  # one fp32 (b, h, n, n) matrix: 32 MiB
@@ -115,6 +119,7 @@ def test_peak_flops_table():
     assert bench.peak_bf16_flops("NVIDIA A100-SXM4-40GB") == 312e12
     assert bench.peak_bf16_flops("NVIDIA A100 80GB PCIe") == 312e12
     assert bench.peak_bf16_flops("NVIDIA L4") == 121e12
+    assert bench.peak_bf16_flops("A100") == 312e12  # chapter 8 asks by the short name
     assert bench.peak_bf16_flops("Tesla T4") is None  # no bf16 tensor cores
     assert bench.peak_flops("Tesla T4", torch.float16) == 65e12
     assert bench.peak_flops("NVIDIA A100-SXM4-80GB", "float16") == 312e12
@@ -145,12 +150,13 @@ def test_model_cli_uses_the_training_loops_autocast_policy(monkeypatch):
         seen["amp_dtype"] = kwargs["amp_dtype"]
         raise SystemExit  # stop before any work
 
-    monkeypatch.setattr(bench, "model_sweep", fake_sweep)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(bench_cli, "model_sweep", fake_sweep)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(device_policy, "cuda_capability", lambda index: (7, 5))
     with pytest.raises(SystemExit):
         bench.main(["model", "--quick", "--device", "cuda", "--no-progress"])
     assert seen["amp_dtype"] is torch.float16
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(device_policy, "cuda_capability", lambda index: (9, 0))
     with pytest.raises(SystemExit):
         bench.main(["model", "--quick", "--device", "cuda", "--no-progress"])
     assert seen["amp_dtype"] is torch.bfloat16
@@ -165,7 +171,7 @@ def test_model_sweep_rotates_the_variant_order_each_round(monkeypatch):
             order.append(variant.label)
         return real_timed_steps(variant, steps, device)
 
-    monkeypatch.setattr(bench, "timed_steps", recording_timed_steps)
+    monkeypatch.setattr(bench_throughput, "timed_steps", recording_timed_steps)
     bench.model_sweep(
         QUICK,
         device=torch.device("cpu"),
@@ -224,9 +230,9 @@ def test_model_cli_quick_compares_same_weights_and_reports_ratios(tmp_path, caps
 def test_default_output_is_book_data_in_the_repository_else_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cpu = torch.device("cpu")
-    assert bench.default_out("model", cpu) == bench.Path("bench_model_cpu.json")
+    assert bench.default_out("model", cpu) == pathlib.Path("bench_model_cpu.json")
     (tmp_path / "book" / "data").mkdir(parents=True)
-    assert bench.default_out("attention", cpu) == bench.Path("book/data/bench_attention_cpu.json")
+    assert bench.default_out("attention", cpu) == pathlib.Path("book/data/bench_attention_cpu.json")
 
 
 def test_timm_vit_does_simplevits_matrix_products_except_the_images_gradient():
@@ -280,3 +286,42 @@ def test_triton_method_that_cannot_run_is_recorded_not_raised():
     )
     (row,) = report["results"]
     assert row["method"] == "triton" and row["error"] and "time_s" not in row
+
+
+def test_flops_breakdown_sums_to_the_forward_count():
+    from vit_lib.flops import vit_flops_breakdown
+
+    parts = vit_flops_breakdown(QUICK)
+    assert sum(parts.values()) == bench.vit_flops_per_image(QUICK)
+    assert parts["scores"] == parts["attention_values"] == QUICK.depth * 2 * QUICK.num_tokens**2 * 32
+
+
+def test_bench_uses_the_training_autocast_policy():
+    from vit_lib import training
+
+    assert training.amp_dtype is device_policy.amp_dtype
+    assert device_policy.amp_dtype(torch.device("cpu")) is None
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_memory_worker_is_its_own_entry_point():
+    import subprocess
+
+    from vit_lib.bench.memory import worker_command
+
+    command = worker_command("math", 64, torch.float32, {"batch": 1, "heads": 2, "dim_head": 16})
+    assert command[1:3] == ["-m", "vit_lib.bench.memory_worker"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout)["peak_bytes"] >= 2 * 64 * 64 * 4  # the (1, 2, 64, 64) fp32 scores
+    bad = subprocess.run([*command[:5], "int8", *command[6:]], capture_output=True, text=True)
+    assert bad.returncode == 2 and "'int8'" in bad.stderr.splitlines()[-1]
+
+
+def test_build_model_by_name_or_config():
+    from vit_lib.configs import build_model
+
+    assert sum(p.numel() for p in build_model("quick").parameters()) == bench.count_parameters(
+        build_model(QUICK)
+    )
+    with pytest.raises(ValueError, match="unknown model config 'vit-h14'"):
+        build_model("vit-h14")

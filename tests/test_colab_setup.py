@@ -90,7 +90,11 @@ def test_setup_cell_installs_vit_lib_and_keeps_torch(colab_like):
     assert after["vit_lib"] is not None and Path(after["vit_lib"]).is_relative_to(site), after
     assert (after["torch_version"], after["torch_file"]) == (before["torch_version"], before["torch_file"])
     assert not list(site.glob("torch*")), "torch was installed into the fresh environment"
-    assert sorted(p.name for p in site.glob("vit_lib*")) == ["vit_lib", "vit_lib-0.1.0.dist-info"]
+    version = re.search(r'^__version__ = "(.+)"', (ROOT / "vit_lib" / "__init__.py").read_text(), re.M)[1]
+    assert sorted(p.name for p in site.glob("vit_lib*")) == ["vit_lib", f"vit_lib-{version}.dist-info"]
+    # every module of every subpackage (vit_lib.bench, ...) is installed, not only the top level
+    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "vit_lib").rglob("*.py"))
+    assert sorted(str(p.relative_to(site)) for p in (site / "vit_lib").rglob("*.py")) == modules
 
 
 def test_setup_cell_does_nothing_where_vit_lib_is_installed(tmp_path):

@@ -2,6 +2,8 @@
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -160,3 +162,11 @@ def test_library_has_no_assert_statements():
     for path in pathlib.Path(vit_lib.__file__).parent.rglob("*.py"):
         tree = ast.parse(path.read_text())
         assert not [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Assert)], path
+
+
+def test_importing_vit_lib_stays_light():
+    # `import vit_lib` is what every chapter does first: no benchmark, plotting, timm or Triton imports
+    heavy = ("timm", "torch.utils.benchmark", "matplotlib", "triton", "vit_lib.bench")
+    code = f"import sys, vit_lib; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

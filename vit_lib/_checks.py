@@ -1,4 +1,7 @@
-"""Argument checks shared by the modules: clear errors instead of bare asserts."""
+"""Argument checks shared by the modules: clear errors instead of bare asserts.
+
+Used by every module that takes numbers from a caller (chapters 1-9).
+"""
 
 from __future__ import annotations
 

@@ -11,26 +11,21 @@ Upstream (vit-pytorch ``simple_flash_attn_vit.py``) had three bugs here, fixed b
 3. on CUDA it allowed flash *only* on compute capability 8.0, and there only flash and cuDNN (its
    3-field config leaves the legacy ``enable_cudnn`` at its default ``True``), neither of which takes
    float32, so float32 inputs on an A100 found no kernel at all, while 8.6-9.0 GPUs never got flash.
+
+Built in chapter 3 (book/03_attention.ipynb); the starting point is book/starting-point.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from packaging import version
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel  # torch >= 2.3
 
-# torch.nn.attention.sdpa_kernel arrived in torch 2.3; before it, only the legacy
-# torch.backends.cuda.sdp_kernel (which now warns) can restrict the backends.
-HAS_SDPA_KERNEL = version.parse(torch.__version__).release >= (2, 3)
-if HAS_SDPA_KERNEL:
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-else:  # pragma: no cover - exercised only on torch 2.0-2.2
-    from torch.backends.cuda import SDPBackend
+from vit_lib.device import cuda_capability
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 FLASH_MIN_CAPABILITY = (8, 0)  # PyTorch's FlashAttention-2 kernels need Ampere (sm80) or newer
@@ -72,25 +67,11 @@ def sdpa_backends(
     return None
 
 
-@functools.cache
-def cuda_capability(index: int) -> tuple[int, int]:
-    """Compute capability of CUDA device ``index``, e.g. ``(8, 0)`` for an A100 (cached)."""
-    return torch.cuda.get_device_capability(index)
-
-
 @contextlib.contextmanager
 def restrict_sdpa(backends: Sequence[SDPBackend]) -> Iterator[None]:
     """Allow only ``backends`` for ``F.scaled_dot_product_attention`` inside the block."""
-    if HAS_SDPA_KERNEL:
-        with sdpa_kernel(list(backends)):
-            yield
-    else:  # pragma: no cover - torch 2.0-2.2
-        with torch.backends.cuda.sdp_kernel(
-            enable_flash=SDPBackend.FLASH_ATTENTION in backends,
-            enable_math=SDPBackend.MATH in backends,
-            enable_mem_efficient=SDPBackend.EFFICIENT_ATTENTION in backends,
-        ):
-            yield
+    with sdpa_kernel(list(backends)):
+        yield
 
 
 def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 run, everything needed to continue it exactly (optimizer, schedule, loss scaler, random generators,
 history). Written atomically, read with ``torch.load(weights_only=True)``: a checkpoint is data, so
 reading one must not be able to run code; it therefore holds only tensors and plain containers.
+
+Used from chapter 6 on (book/06_training_digits.ipynb: checkpoints and resuming).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Digits: the 1,797 handwritten digits that ship inside scikit-learn, split 80/20 
 (``random_state=0``), scaled to [0, 1] and standardised with the training set's mean and std.
 CIFAR-10: ``torchvision.datasets.CIFAR10`` with the usual augmentation (random crop with 4-pixel
 padding, horizontal flip) and per-channel normalisation.
+
+Built in chapter 6 (book/06_training_digits.ipynb: the digits) and chapter 7
+(book/07_cifar10_gpu.ipynb: CIFAR-10).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ ways.
 
 :func:`ring_all_reduce` and :func:`average_gradients` do by hand, with point-to-point messages, what
 DDP does for us; the book checks them against DDP.
+
+Built in chapter 7b (book/07b_distributed_training.ipynb).
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ Rank 0 prints one JSON line with the largest differences over all ranks and para
 Why the gradients and not only the weights: AdamW divides each gradient by its running RMS and the
 loop clips the gradient norm, so gradients that are N times too large (summed instead of averaged)
 move the weights almost exactly as the right ones do. The gradient comparison is what catches that.
+
+Built in chapter 7b (book/07b_distributed_training.ipynb).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """SimpleViT (Beyer et al., 2022): patch embedding + fixed 2D sin-cos positions + pre-norm
-transformer + mean pooling + linear head. State dicts interchange with vit-pytorch's."""
+transformer + mean pooling + linear head. State dicts interchange with vit-pytorch's.
+
+Built in chapter 5 (book/05_simplevit.ipynb).
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Small helpers for the book's notebooks: reproducible set-up and gluing numbers into the prose.
 
-Not needed to use the model; kept here so that every chapter starts the same way.
+Not needed to use the model; kept here so that every chapter starts the same way (every chapter from
+book/01_patchify.ipynb on calls ``setup`` and ``glue``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from vit_lib.device import default_device
 
 
 def setup(seed: int = 0, threads: int | None = 1) -> torch.device:
@@ -28,7 +31,7 @@ def setup(seed: int = 0, threads: int | None = 1) -> torch.device:
         torch.set_num_threads(threads)
     torch.set_printoptions(precision=4, sci_mode=False)
     np.set_printoptions(precision=4, suppress=True)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return default_device()
 
 
 def glue(name: str, value: Any, display: bool = False, digits: int = 4) -> None:

@@ -1,4 +1,7 @@
-"""Cutting an image into patches and embedding each patch as a token."""
+"""Cutting an image into patches and embedding each patch as a token.
+
+Built in chapter 1 (book/01_patchify.ipynb).
+"""
 
 from __future__ import annotations
 

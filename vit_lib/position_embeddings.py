@@ -1,4 +1,7 @@
-"""Fixed 2D sine-cosine position embeddings (Beyer et al., 2022, "Better plain ViT baselines")."""
+"""Fixed 2D sine-cosine position embeddings (Beyer et al., 2022, "Better plain ViT baselines").
+
+Built in chapter 2 (book/02_position_embeddings.ipynb).
+"""
 
 from __future__ import annotations
 

@@ -12,6 +12,9 @@ object: test_accuracy, seconds, epochs, params, and the settings.
 
 Under torchrun (N processes; --parallel ddp or fsdp), --batch-size is the global batch, each process
 takes batch-size / N of it, and rank 0 alone prints, shows progress and writes the checkpoint.
+
+Used in chapters 6, 7 and 7b (book/06_training_digits.ipynb, book/07_cifar10_gpu.ipynb,
+book/07b_distributed_training.ipynb); the presets live in vit_lib.configs.
 """
 
 from __future__ import annotations
@@ -29,24 +32,12 @@ import torch
 
 from vit_lib import distributed
 from vit_lib.checkpoint import RESUME_KEYS, check_writable, read_checkpoint
+from vit_lib.configs import PRESETS  # re-exported: chapters 6, 7, 7b import it from here
 from vit_lib.data import cifar10_loaders, digits_loaders
+from vit_lib.device import default_device
 from vit_lib.model import SimpleViT
 from vit_lib.training import TrainConfig, train
 
-# Model and optimisation settings per dataset; the training chapters explain how they were chosen.
-PRESETS: dict[str, dict] = {
-    "digits": {
-        "model": dict(patch_size=4, dim=64, depth=4, heads=4, mlp_dim=128, dim_head=16),
-        "train": dict(epochs=50, lr=2e-3, weight_decay=0.05, warmup_epochs=2, label_smoothing=0.1),
-        "batch_size": 64,
-        "max_shift": 1,
-    },
-    "cifar10": {
-        "model": dict(patch_size=4, dim=384, depth=6, heads=6, mlp_dim=768, dim_head=64),
-        "train": dict(epochs=50, lr=1e-3, weight_decay=0.05, warmup_epochs=5, label_smoothing=0.1),
-        "batch_size": 256,
-    },
-}
 RUN_OPTIONS = ("dataset", "batch_size", "seed")  # recorded in the checkpoint; with the training settings
 TRAIN_OPTIONS = ("epochs", "lr", "warmup_epochs")  # they define a run, so a resumed run must keep them
 
@@ -85,7 +76,7 @@ def number_above(minimum: float, inclusive: bool = False) -> Callable[[str], flo
 def pick_device(name: str) -> torch.device:
     """``auto`` (CUDA if a GPU is visible, else the CPU) or a device that exists here; ``ValueError``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     try:
         device = torch.device(name)
     except RuntimeError:

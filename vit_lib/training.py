@@ -1,6 +1,9 @@
 """A small, readable training loop: AdamW, warmup + cosine schedule, label smoothing, gradient
 clipping, mixed precision on CUDA (bf16, or fp16 with loss scaling on GPUs without bf16), optional
-``torch.compile``, evaluation, and a checkpoint after every epoch from which a run resumes exactly."""
+``torch.compile``, evaluation, and a checkpoint after every epoch from which a run resumes exactly.
+
+Built in chapter 6 (book/06_training_digits.ipynb) and taken to a GPU in chapter 7
+(book/07_cifar10_gpu.ipynb)."""
 
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from vit_lib.checkpoint import (  # noqa: F401 - load_checkpoint, load_model, sa
     warn_if_unrepeatable,
     write_checkpoint,
 )
+from vit_lib.device import amp_dtype  # the autocast policy, also importable from here
 
 
 @dataclass
@@ -100,14 +104,6 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``device``: bf16 on GPUs with native bf16 (compute capability 8.0+),
-    fp16 on older GPUs such as Colab's T4 (7.5), and ``None`` (full precision) on the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
-
-
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     dtype = amp_dtype(device)
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
@@ -116,9 +112,7 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 def grad_scaler(device: torch.device):
     """Loss scaling for fp16, whose small exponent range lets gradients underflow; bf16 needs none."""
     enabled = amp_dtype(device) == torch.float16
-    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3; torch.cuda.amp.GradScaler is deprecated
-        return torch.amp.GradScaler(device.type, enabled=enabled)
-    return torch.cuda.amp.GradScaler(enabled=enabled)  # pragma: no cover
+    return torch.amp.GradScaler(device.type, enabled=enabled)  # torch >= 2.3
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

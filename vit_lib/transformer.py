@@ -1,4 +1,7 @@
-"""Pre-norm transformer encoder: multi-head self-attention and MLP blocks with residuals."""
+"""Pre-norm transformer encoder: multi-head self-attention and MLP blocks with residuals.
+
+Built in chapter 4 (book/04_transformer.ipynb).
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ also send every other Triton kernel of the process (``torch.compile``'s, say) th
   top of a notebook; otherwise :func:`flash_attention` raises a ``RuntimeError`` saying so.
   The interpreter is exact enough to test against and far too slow to time.
 - With the interpreter on, CUDA tensors run through it as well (copied to the host and back).
+
+Built in chapter 9 (book/09_flash_attention_triton.ipynb).
 """
 
 from __future__ import annotations

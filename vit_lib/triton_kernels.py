@@ -19,6 +19,8 @@ Conventions, shared by the four kernels (``b, h, n, d`` as in the rest of vit_li
   with ``qk_scale = log2(e) / sqrt(d)``, and ``LSE`` holds ``log2(sum_j 2^s_j)``;
 - tiles are at least 16 x 16 (the smallest shape ``tl.dot`` takes), so the interpreter runs the
   code that the GPU compiles.
+
+Built in chapter 9 (book/09_flash_attention_triton.ipynb).
 """
 
 import triton
