@@ -325,3 +325,19 @@ def test_build_model_by_name_or_config():
     )
     with pytest.raises(ValueError, match="unknown model config 'vit-h14'"):
         build_model("vit-h14")
+
+
+def test_a_sweep_too_big_for_the_gpu_is_refused_before_any_work(monkeypatch):
+    from vit_lib.bench import throughput
+
+    # ViT-B/16: 86.6 M parameters, 6 variants + 3 models: 27 fp32 copies, about 8.7 GiB
+    assert throughput.sweep_state_bytes(86_567_656, 6, 3) == 4 * 86_567_656 * 27
+    model = torch.nn.Linear(1000, 1000)  # 1.0 M parameters: 27 copies are 108 MB
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (150_000_000, 16_000_000_000))
+    with pytest.raises(ValueError, match=r"more than half of the 0.1 GiB free on this GPU"):
+        throughput.check_sweep_fits(
+            bench.MODEL_CONFIGS["quick"], {"a": model, "b": model, "c": model}, 6, torch.device("cuda")
+        )
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (16_000_000_000, 16_000_000_000))
+    throughput.check_sweep_fits(bench.MODEL_CONFIGS["quick"], {"a": model}, 6, torch.device("cuda"))
+    throughput.check_sweep_fits(bench.MODEL_CONFIGS["quick"], {"a": model}, 6, torch.device("cpu"))

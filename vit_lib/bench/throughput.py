@@ -40,6 +40,31 @@ def random_batch(config: ModelConfig, device: torch.device) -> tuple[torch.Tenso
     return images, labels
 
 
+def sweep_state_bytes(params: int, n_variants: int, n_models: int) -> int:
+    """fp32 bytes the sweep keeps alive between rounds: each variant trains its own copy of the
+    weights, with their gradients and AdamW's two moments (4 x params), beside the built models."""
+    return 4 * params * (4 * n_variants + n_models)
+
+
+def check_sweep_fits(
+    config: ModelConfig, built: dict[str, nn.Module], n_variants: int, device: torch.device
+) -> None:
+    """On CUDA, refuse before any work a sweep whose variants' training state would take more than
+    half of the GPU's free memory (ViT-B/16, 3 models x 2 modes: about 9 GiB, too much for a 16 GB
+    T4 once activations come on top); the variants are interleaved, so all of them stay alive."""
+    if device.type != "cuda":
+        return
+    params = max(count_parameters(model) for model in built.values())
+    needed = sweep_state_bytes(params, n_variants, len(built))
+    free, _ = torch.cuda.mem_get_info(device)
+    if needed > free / 2:
+        raise ValueError(
+            f"the {config.name} sweep would keep {needed / 2**30:.1f} GiB of weights, gradients and AdamW "
+            f"state alive for {n_variants} variants, more than half of the {free / 2**30:.1f} GiB free on "
+            "this GPU; sweep fewer variants at a time (--no-compile, fewer models)"
+        )
+
+
 def same_weights_check(built: dict[str, nn.Module], images: torch.Tensor) -> dict[str, float]:
     """vit_lib's and upstream's logits on two images: they hold the same weights, so they must agree."""
     if "vit_lib" not in built or "upstream" not in built:
@@ -144,7 +169,9 @@ def model_sweep(
     of the images, 0.4 % of ViT-S/16's FLOPs), so equal work per image is credited equally.
     """
     images, labels = random_batch(config, device)
-    built = {name: model.to(device) for name, model in build_models(config, models).items()}
+    built = build_models(config, models)
+    check_sweep_fits(config, built, len(built) * len(compile_modes), device)
+    built = {name: model.to(device) for name, model in built.items()}
     flops_per_image = vit_flops_per_image(config, training=True)
     checks: dict[str, Any] = {
         "flops_per_image_training": flops_per_image,
