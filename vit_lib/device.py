@@ -25,13 +25,19 @@ def cuda_capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
+def autocast_dtype(capability: tuple[int, int]) -> torch.dtype:
+    """The policy as a pure function of a GPU's compute capability: bf16 where it is native (8.0+),
+    fp16 (which needs loss scaling) on older GPUs such as Colab's T4 (7.5)."""
+    return torch.bfloat16 if tuple(capability) >= BF16_MIN_CAPABILITY else torch.float16
+
+
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``device``: bf16 on GPUs with native bf16 (compute capability 8.0+),
-    fp16 on older GPUs such as Colab's T4 (7.5), and ``None`` (full precision) on the CPU."""
+    """The autocast dtype for ``device``: ``autocast_dtype`` of its compute capability on a GPU, and
+    ``None`` (full precision) on the CPU."""
     if device.type != "cuda":
         return None
-    capability = cuda_capability(device.index if device.index is not None else torch.cuda.current_device())
-    return torch.bfloat16 if capability >= BF16_MIN_CAPABILITY else torch.float16
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return autocast_dtype(cuda_capability(index))
 
 
 def synchronize(device: torch.device) -> None:
