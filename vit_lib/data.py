@@ -88,11 +88,24 @@ def digits_loaders(batch_size: int = 64, max_shift: int = 0, seed: int = 0) -> L
     """Deterministic loaders for the digits: ``seed`` drives the shuffling; the optional random
     shift (``max_shift`` pixels) draws from torch's global generator."""
     x_train, y_train, x_test, y_test = digits_tensors()
+    return _digits_loaders(x_train, y_train, x_test, y_test, batch_size, max_shift, seed)
+
+
+def _digits_loaders(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_eval: torch.Tensor,
+    y_eval: torch.Tensor,
+    batch_size: int,
+    max_shift: int,
+    seed: int,
+) -> Loaders:
+    """Shuffled (``seed``), optionally shifted training batches and the evaluation set, as ``Loaders``."""
     train_set = ShiftedDigits(x_train, y_train, max_shift) if max_shift else TensorDataset(x_train, y_train)
     generator = torch.Generator().manual_seed(seed)
     return Loaders(
         train=DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator),
-        test=DataLoader(TensorDataset(x_test, y_test), batch_size=256),
+        test=DataLoader(TensorDataset(x_eval, y_eval), batch_size=256),
         image_size=8,
         channels=1,
         num_classes=10,
@@ -123,16 +136,7 @@ def digits_validation_loaders(
     )
     mean, std = x_fit.mean(), x_fit.std()  # re-standardise with the reduced training slice
     x_fit, x_val = (x_fit - mean) / std, (x_val - mean) / std
-    train_set = ShiftedDigits(x_fit, y_fit, max_shift) if max_shift else TensorDataset(x_fit, y_fit)
-    generator = torch.Generator().manual_seed(seed)
-    return Loaders(
-        train=DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=generator),
-        test=DataLoader(TensorDataset(x_val, y_val), batch_size=256),
-        image_size=8,
-        channels=1,
-        num_classes=10,
-        classes=tuple(str(d) for d in range(10)),
-    )
+    return _digits_loaders(x_fit, y_fit, x_val, y_val, batch_size, max_shift, seed)
 
 
 def cifar10_datasets(root: str | pathlib.Path, download: bool = True) -> tuple[Dataset, Dataset]:
