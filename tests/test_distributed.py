@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -188,3 +189,19 @@ def test_cli_refuses_fsdp_without_torchrun(monkeypatch, capsys):
     assert (
         "argument --parallel: fsdp needs several processes; launch with torchrun" in capsys.readouterr().err
     )
+
+
+def test_end_worker_flushes_output_and_skips_the_shutdown():
+    # os._exit leaves buffered output unwritten unless end_worker flushes it first (stdout is a pipe
+    # here, so fully buffered), and it must skip the interpreter's shutdown: no atexit handler runs.
+    code = (
+        "import atexit, sys\n"
+        "from vit_lib.distributed import end_worker\n"
+        "atexit.register(lambda: print('shutdown ran'))\n"
+        "print('result line', end='')\n"
+        "sys.stderr.write('last words')\n"
+        "end_worker(3)\n"
+        "print('unreachable')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "result line", "last words")

@@ -301,3 +301,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    if distributed.launched_by_torchrun():
+        distributed.end_worker()  # skips a shutdown that sometimes aborts (see end_worker)
