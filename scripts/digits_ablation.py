@@ -25,6 +25,7 @@ from sklearn.svm import SVC
 from torch import nn
 
 from vit_lib import SimpleViT
+from vit_lib.bench.measure import cpu_flags, cpu_model
 from vit_lib.data import (
     DIGITS_SPLIT_SEED,
     DIGITS_TEST_FRACTION,
@@ -53,31 +54,6 @@ VARIANTS = {
     "patch 4, + random shift, 30 epochs": dict(patch_size=4, train=dict(epochs=30), max_shift=1),
     "patch 4, + random shift, 50 epochs (final)": dict(patch_size=4, train=dict(epochs=50), max_shift=1),
 }
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags(
-    wanted: tuple[str, ...] = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"),
-):
-    """Which of the vector-instruction flags that decide torch's CPU kernels /proc/cpuinfo lists."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [flag for flag in wanted if flag in have]
-    except OSError:
-        pass
-    return []
 
 
 def run(variant: dict, seed: int, split: str) -> dict:

@@ -14,6 +14,7 @@ import torch
 from vit_lib import SimpleViT, bench
 from vit_lib import device as device_policy
 from vit_lib.bench import cli as bench_cli
+from vit_lib.bench import measure
 from vit_lib.bench import throughput as bench_throughput
 from vit_lib.triton_attention import triton_available
 
@@ -204,7 +205,21 @@ def test_attention_cli_quick_writes_every_point(tmp_path, capsys):
         assert row["peak_bytes"] >= 0
     assert report["kernels"]["sdpa float32"] == "_scaled_dot_product_flash_attention_for_cpu"
     assert report["environment"]["torch"] == torch.__version__
+    # what decides the bfloat16 figures: the machine's vector flags and the kernels ATen dispatches to
+    assert report["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    flags = report["environment"]["cpu_flags"]
+    assert flags == [f for f in measure.VECTOR_FLAGS if f in flags]  # a subset, in the table's order
     assert "sdpa:FLASH_ATTENTION" in capsys.readouterr().out
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 sse4_2 avx512_bf16 avx\n")
+    real_path = measure.Path
+    monkeypatch.setattr(measure, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    assert measure.cpu_flags() == ["sse4_2", "avx", "avx2", "avx512_bf16"]
+    monkeypatch.setattr(measure, "Path", lambda p: tmp_path / "missing")
+    assert measure.cpu_flags() == []  # no /proc (macOS, Windows): nothing claimed
 
 
 def test_model_cli_quick_compares_same_weights_and_reports_ratios(tmp_path, capsys):

@@ -25,6 +25,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# The vector-instruction flags that decide which of torch's CPU kernels run (and how fast bfloat16
+# is: without avx512_bf16 or AMX a bfloat16 matmul is emulated); two machines that both call
+# themselves "AMD EPYC" can differ here.
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def cpu_flags(wanted: tuple[str, ...] = VECTOR_FLAGS) -> list[str]:
+    """Which of ``wanted`` the CPU's ``/proc/cpuinfo`` flags list (Linux; ``[]`` elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [flag for flag in wanted if flag in have]
+    return []
+
+
 def package_version(name: str) -> str | None:
     """The installed version of distribution ``name``, or None where it is not installed."""
     from importlib import metadata
@@ -40,6 +56,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     env = {
         "device": device.type,
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels ATen dispatches to
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
